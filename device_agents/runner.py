@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""On-device benchmark runner: one ONNX model, one fresh process, one JSON object on stdout.
+
+This file is copied as-is to every device, so it needs only Python 3.8+, numpy and onnxruntime
+(no project imports, no f-string ``=`` tricks, no ``X | Y`` types). It follows what the mature
+tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf test):
+
+* a fresh process per measurement, because ``VmHWM``/``ru_maxrss`` carry over otherwise;
+* warm-up runs, then timed runs until both a minimum count and a minimum duration are reached,
+  repeated while the spread (IQR / median) is too wide, up to a time limit;
+* a fixed intra-op thread count and optional CPU pinning;
+* peak and current memory after session creation and after the runs, session-creation time;
+* a device fingerprint with every result;
+* an exclusive ``flock`` on a file in the agent's work dir, so one measurement runs at a time per
+  device whatever the number of hosts or workers asking.
+
+Exit status 0 with ``"ok": true``, or 2 with ``"ok": false`` and an ``error_kind`` the host maps to a
+plain message.
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+SCHEMA = 1
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _proc_status_kb():
+    """VmHWM / VmRSS in KiB from /proc/self/status (Linux and Android)."""
+    values = {}
+    text = _read("/proc/self/status") or ""
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            values[key] = int(rest.split()[0])
+    if "VmHWM" not in values:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        values["VmHWM"] = peak // 1024 if sys.platform == "darwin" else peak
+        values.setdefault("VmRSS", values["VmHWM"])
+    return {"peak_kb": values["VmHWM"], "rss_kb": values["VmRSS"]}
+
+
+def _cpu_model():
+    text = _read("/proc/cpuinfo") or ""
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    for key in ("model name", "Hardware", "Processor", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    if fields.get("CPU part"):
+        return "ARM part %s (implementer %s)" % (fields["CPU part"], fields.get("CPU implementer", "?"))
+    return platform.processor() or "unknown"
+
+
+def _temperatures():
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = _read(os.path.join(zone, "temp"))
+        if raw and raw.lstrip("-").isdigit():
+            temps[_read(os.path.join(zone, "type")) or os.path.basename(zone)] = int(raw) / 1000.0
+    return temps
+
+
+def fingerprint(threads):
+    """What a result depends on besides the model: the device, its state and the software."""
+    freqs = {}
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")):
+        raw = _read(path)
+        if raw and raw.isdigit():
+            freqs[path.split("/")[5]] = int(raw) // 1000
+    meminfo = _read("/proc/meminfo") or ""
+    mem_total_kb = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            mem_total_kb = int(line.split()[1])
+    info = {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "mem_total_kb": mem_total_kb,
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "freq_mhz": freqs,
+        "temperature_c": _temperatures(),
+        "python": platform.python_version(),
+        "threads": threads,
+        "qemu_cpu": os.environ.get("QEMU_CPU"),
+    }
+    try:
+        import numpy
+
+        info["numpy"] = numpy.__version__
+    except ImportError:
+        info["numpy"] = None
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+        info["providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+class RunnerError(Exception):
+    def __init__(self, kind, message):
+        Exception.__init__(self, message)
+        self.kind = kind
+
+
+def _import_runtime():
+    try:
+        import numpy
+    except ImportError:
+        raise RunnerError("numpy_missing", "numpy is not installed for %s" % sys.executable)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RunnerError("onnxruntime_missing", "onnxruntime is not installed for %s" % sys.executable)
+    return numpy, onnxruntime
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _session(ort, model, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad model
+        raise RunnerError("model_load_failed", "onnxruntime could not load the model: %s" % exc)
+
+
+def _inputs(np, session, batch):
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for spec in session.get_inputs():
+        shape = [dim if isinstance(dim, int) else batch for dim in spec.shape]
+        if "float" not in spec.type:
+            raise RunnerError("unsupported_input", "input %s has type %s; only float inputs" % (spec.name, spec.type))
+        feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def _stats(np, samples_ms):
+    values = np.asarray(samples_ms)
+    q1, median, q3, p90 = np.percentile(values, [25, 50, 75, 90])
+    return {
+        "median": float(median),
+        "p90": float(p90),
+        "min": float(values.min()),
+        "mean": float(values.mean()),
+        "iqr": float(q3 - q1),
+        "count": int(values.size),
+    }
+
+
+def _timed_runs(np, session, feeds, args):
+    """Timed runs until min count and min duration; again while the spread is too wide."""
+    deadline = time.perf_counter() + args.max_seconds
+    rounds = 0
+    while True:
+        rounds += 1
+        samples = []
+        started = time.perf_counter()
+        while len(samples) < args.min_runs or time.perf_counter() - started < args.min_seconds:
+            tick = time.perf_counter()
+            session.run(None, feeds)
+            samples.append((time.perf_counter() - tick) * 1000.0)
+            if time.perf_counter() > deadline and len(samples) >= 3:
+                break
+        stats = _stats(np, samples)
+        spread = stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
+        if spread <= args.max_spread or rounds >= args.max_rounds or time.perf_counter() > deadline:
+            stats["rounds"] = rounds
+            stats["spread"] = spread
+            return stats
+
+
+def measure(args):
+    np, ort = _import_runtime()
+    if args.sha256 and _sha256(args.model) != args.sha256:
+        raise RunnerError("model_corrupt", "model file %s does not match its content hash" % args.model)
+    if args.pin_cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.pin_cpu})
+    baseline = _proc_status_kb()
+    tick = time.perf_counter()
+    session = _session(ort, args.model, args.threads)
+    session_ms = (time.perf_counter() - tick) * 1000.0
+    after_session = _proc_status_kb()
+    feeds = _inputs(np, session, args.batch)
+    try:
+        for _ in range(args.warmup):
+            session.run(None, feeds)
+        latency = _timed_runs(np, session, feeds, args)
+    except Exception as exc:
+        raise RunnerError("run_failed", "onnxruntime failed running the model: %s" % exc)
+    after_runs = _proc_status_kb()
+    return {
+        "latency_ms": latency,
+        "session_ms": session_ms,
+        "memory_kb": {"baseline": baseline, "after_session": after_session, "after_runs": after_runs},
+    }
+
+
+def probe(args):
+    """Fingerprint, plus whether the ONNX DFT op runs (the fft deployed form needs it)."""
+    result = {"fingerprint": fingerprint(args.threads)}
+    if args.model:
+        try:
+            np, ort = _import_runtime()
+            session = _session(ort, args.model, args.threads)
+            session.run(None, _inputs(np, session, 1))
+            result["dft"] = True
+        except RunnerError as exc:
+            result["dft"] = False
+            result["dft_error"] = str(exc)
+    return result
+
+
+class _DeviceLock:
+    """``flock`` on a file in the work dir: one measurement at a time per device."""
+
+    def __init__(self, path):
+        self.path = path
+        self.handle = None
+
+    def __enter__(self):
+        if self.path:
+            import fcntl
+
+            self.handle = open(self.path, "a")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle:
+            self.handle.close()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="ONNX model to measure (or, with --probe, a DFT test model)")
+    parser.add_argument("--probe", action="store_true", help="print the device fingerprint only")
+    parser.add_argument("--sha256", help="expected content hash of --model")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--min-runs", type=int, default=20)
+    parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median exceeds this")
+    parser.add_argument("--max-rounds", type=int, default=3)
+    parser.add_argument("--pin-cpu", type=int, default=None)
+    parser.add_argument("--lock", help="file to flock so one measurement runs at a time on this device")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = {"schema": SCHEMA, "ok": True, "pid": os.getpid()}
+    status = 0
+    try:
+        with _DeviceLock(args.lock):
+            result["started_at"] = time.time()
+            if args.probe:
+                result.update(probe(args))
+            else:
+                if not args.model:
+                    raise RunnerError("usage", "--model is required")
+                result.update(measure(args))
+                result["fingerprint"] = fingerprint(args.threads)
+            result["ended_at"] = time.time()
+    except RunnerError as exc:
+        result.update({"ok": False, "error_kind": exc.kind, "error": str(exc)})
+        status = 2
+    except Exception as exc:  # report anything else as one JSON line too, never a bare traceback
+        result.update({"ok": False, "error_kind": "internal", "error": "%s: %s" % (type(exc).__name__, exc)})
+        status = 2
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

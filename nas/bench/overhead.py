@@ -1,0 +1,68 @@
+"""Per-trial overhead of the study engine on the demo space.
+
+Overhead is everything but training and the device's timed runs: sampling, export, measurement
+process start-up and session creation, artifact writing and storage bookkeeping. The target is
+under 10% of trial time, summed over the trials that were trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+TARGET = 0.10
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nas bench overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--space", default="digits")
+    args = parser.parse_args(argv)
+
+    from nas.study import run_study, start_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="nas-bench-") as tmp:
+        os.environ.setdefault("NAS_HOME", str(Path(tmp) / "home"))
+        storage = f"sqlite:///{tmp}/study.db"
+        started = time.perf_counter()
+        start_study("bench", args.space, ["local"], args.trials, storage=storage, artifacts_dir=Path(tmp) / "art")
+        study = run_study("bench", storage=storage)
+        wall = time.perf_counter() - started
+
+    table = Table("trial", "code", "total s", "train s", "device s", "export s", "overhead s", "overhead %",
+                  title=f"engine overhead per trial ({args.space}, local agent)")
+    sums = {"total": 0.0, "overhead": 0.0}
+    for trial in study.trials:
+        timing = trial.user_attrs.get("timing")
+        if not timing or not trial.user_attrs.get("trained"):
+            continue
+        overhead = timing["total"] - timing["train_s"] - timing["device_s"]
+        sums["total"] += timing["total"]
+        sums["overhead"] += overhead
+        table.add_row(str(trial.number), trial.user_attrs["code"], f"{timing['total']:.2f}",
+                      f"{timing['train_s']:.2f}", f"{timing['device_s']:.2f}", f"{timing['export']:.2f}",
+                      f"{overhead:.2f}", f"{100 * overhead / timing['total']:.1f}")
+    console.print(table)
+    if not sums["total"]:
+        console.print("[red]no trained trial to measure[/]")
+        return 1
+    ratio = sums["overhead"] / sums["total"]
+    console.print(f"study wall time {wall:.1f} s for {args.trials} trials; "
+                  f"overhead {100 * ratio:.1f}% of trained-trial time (target < {100 * TARGET:.0f}%)")
+    if ratio >= TARGET:
+        console.print(f"[red]MISSED[/]: engine overhead {100 * ratio:.1f}% >= {100 * TARGET:.0f}%")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

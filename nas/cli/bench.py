@@ -1,0 +1,22 @@
+"""``nas bench layers|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+BENCHMARKS = {
+    "layers": "nas.bench.layers",
+    "overhead": "nas.bench.overhead",
+    "ssh": "nas.bench.ssh",
+}
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("which", type=click.Choice(sorted(BENCHMARKS)))
+@click.pass_context
+def bench(ctx: click.Context, which: str) -> None:
+    """Run benchmark WHICH (extra arguments go to it; try 'nas bench layers --help')."""
+    sys.exit(importlib.import_module(BENCHMARKS[which]).main(ctx.args))

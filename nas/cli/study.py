@@ -1,0 +1,97 @@
+"""``nas study start|resume|status``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.table import Table
+
+from nas.pareto import pareto_front
+from nas.progress import StudyProgress
+from nas.records import records
+from nas.storage import load_study, study_config
+from nas.study import SAMPLERS, run_study, start_study
+
+storage_option = click.option("--storage", default=None,
+                              help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
+
+
+@click.group()
+def study() -> None:
+    """Start, resume and inspect search studies."""
+
+
+@study.command()
+@click.argument("name")
+@click.option("--space", "space_path", required=True, help="Search-space TOML file, or a shipped space's name.")
+@click.option("--agent", "agents", multiple=True, help="Agent to measure on (repeatable) [default: local].")
+@click.option("--trials", "n_trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Complete trials to reach.")
+@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@storage_option
+@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
+def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
+          storage: str | None, sampler: str, seed: int, load_if_exists: bool) -> None:
+    """Start a study NAME over a search space, measuring on the given agents."""
+    start_study(name, space_path, list(agents), n_trials, storage, sampler, seed, load_if_exists)
+    _run(name, storage, None, timeout)
+
+
+@study.command()
+@click.argument("name")
+@click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None,
+              help="New target of complete trials [default: the one it was started with].")
+@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@storage_option
+def resume(name: str, n_trials: int | None, timeout: float | None, storage: str | None) -> None:
+    """Continue study NAME where it stopped; completed trials and measurements are kept."""
+    _run(name, storage, n_trials, timeout)
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+def status(name: str, storage: str | None) -> None:
+    """Trial counts by state, the Pareto set's size and the best value of each objective."""
+    show_status(load_study(name, storage), Console())
+
+
+def _run(name: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console = Console()
+    try:
+        with StudyProgress(console) as progress:
+            result = run_study(name, storage, n_trials, timeout, on_trial=progress.on_trial,
+                               on_start=progress.on_start)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: completed trials are kept; continue with 'nas study resume {name}'")
+        sys.exit(130)
+    show_status(result, console)
+
+
+def show_status(study: optuna.Study, console: Console) -> None:
+    config = study_config(study)
+    trials = records(study)
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for record in trials:
+        counts[record.state.lower()] += 1
+    infeasible = sum(1 for r in trials if r.complete and not r.feasible)
+    front = pareto_front(study)
+    console.print(f"study [bold]{study.study_name}[/]: {len(trials)} trials "
+                  f"({', '.join(f'{n} {s}' for s, n in counts.items() if n)}; {infeasible} of the complete "
+                  f"infeasible), target {config['n_trials']} complete; Pareto set: {len(front)} trials")
+    table = Table("objective", "direction", "best", "trial")
+    for index, objective in enumerate(config["objectives"]):
+        feasible = [r for r in trials if r.feasible]
+        if not feasible:
+            continue
+        pick = max if objective["direction"] == "maximize" else min
+        best = pick(feasible, key=lambda r, i=index: r.values[i])
+        table.add_row(objective["label"], objective["direction"], f"{best.values[index]:.4g}", f"#{best.number}")
+    console.print(table)

@@ -1,0 +1,127 @@
+"""Export a model to one self-contained, reproducible ONNX file.
+
+``torch.onnx.export(..., dynamo=True)`` is the only exporter that handles the FFT form of
+Toeplitz-like layers (ONNX ``DFT``, opset >= 18). Export a model after
+:func:`nas.layers.deploy`: training-time Toeplitz-like layers use complex tensors, which the
+exporter refuses.
+
+The file is reproducible: the exporter's per-node metadata (stack traces with file paths and line
+numbers, FX node dumps) is dropped, so the same graph with the same weights gives the same bytes
+wherever and whenever it is exported, and content hashes can address it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+__all__ = ["ExportError", "export_onnx"]
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+
+
+class ExportError(RuntimeError):
+    """The exporter failed; the message ends with what it printed."""
+
+
+def export_onnx(
+    module: nn.Module, in_features: int, path: Path, opset: int = 18, *, verbose: bool = False
+) -> Path:
+    """Export ``module`` (input ``(batch, in_features)``) to the single ONNX file ``path``; return it.
+
+    Input ``"x"`` has a dynamic batch axis, output ``"y"``. Weights are stored inside the file (no
+    ``.onnx.data`` beside it). The module is traced in eval mode, on its own device and dtype, and
+    left as it was. The exporter's output is swallowed unless ``verbose`` (and shown if it fails).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reference = next(iter(module.parameters()), None)
+    if reference is None:
+        reference = next(iter(module.buffers()), torch.empty(0))
+    # Batch 2, not 1: torch.export specialises a size-1 dimension and the axis would not stay dynamic.
+    example = torch.zeros(2, in_features, dtype=reference.dtype, device=reference.device)
+    training = module.training
+    module.eval()
+    try:
+        with _quiet(verbose) as chatter:
+            try:
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    dynamo=True,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    opset_version=opset,
+                    external_data=False,
+                    verbose=verbose,
+                )
+            except Exception as exc:
+                raise ExportError(f"ONNX export of {type(module).__name__} failed: {exc}\n{chatter.getvalue()}") from exc
+    finally:
+        module.train(training)
+    model = program.model_proto
+    _strip_metadata(model)
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    onnx.save_model(model, path, save_as_external_data=False)
+    return path
+
+
+def _strip_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's provenance (stack traces, paths, FX dumps): keep graph and weights only."""
+    del model.metadata_props[:]
+    model.doc_string = ""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        graph.doc_string = ""
+        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+            del value.metadata_props[:]
+            value.doc_string = ""
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+    for function in model.functions:
+        del function.metadata_props[:]
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[io.StringIO]:
+    """Capture the exporter's prints, warnings and log records unless ``verbose``."""
+    chatter = io.StringIO()
+    if verbose:
+        yield chatter
+        return
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    handler = logging.StreamHandler(chatter)
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+            logger.addHandler(handler)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")
+            yield chatter
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+            logger.removeHandler(handler)

@@ -1,0 +1,595 @@
+"""The Pareto report of a study: a terminal table, CSV/JSON files, a PNG and one offline HTML page.
+
+Everything here reads the trial user attributes described in ``nas.records`` and the study
+config (``nas.storage.study_config``); nothing is re-measured or re-trained. The Pareto set is
+computed by ``nas.pareto`` over the study's own objectives and cross-checked with Optuna's
+``best_trials``.
+
+Files written (``studies/NAME/report/`` by default):
+
+``pareto.csv``   the Pareto set, one row per trial, most accurate first
+``trials.csv``   every trial, with its status (pareto, dominated, infeasible, failed, running...)
+``pareto.json``  the Pareto set with full architecture specs, the counts, fingerprints and settings
+``pareto.png``   accuracy vs latency and vs peak memory on the chosen agent
+``report.html``  one self-contained page (plotly.js inlined: it works offline)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from device_agents.base import fingerprint_key
+from nas.errors import UserError
+from nas.pareto import disagreement, is_feasible, pareto_front
+from nas.records import TrialRecord
+from nas.storage import study_config, study_dir
+
+FILES = ("pareto.csv", "trials.csv", "pareto.json", "pareto.png", "report.html")
+STATUS_ORDER = ("pareto", "dominated", "infeasible", "failed", "running", "waiting", "pruned")
+CONSTRAINT_TEXT = {
+    "max_latency_ms": ("latency", "ms"),
+    "max_peak_mb": ("peak memory", "MiB"),
+    "max_params": ("parameters", ""),
+}
+# Colours shared by the PNG and the HTML page.
+PARETO_COLOUR = "#d62728"
+DOMINATED_COLOUR = "#8c8c8c"
+INFEASIBLE_COLOUR = "#c7c7c7"
+LIMIT_COLOUR = "#555555"
+
+
+@dataclass
+class Report:
+    """Everything the outputs show, computed once from the study."""
+
+    name: str
+    config: dict[str, Any]
+    agent: str
+    agents: list[str]
+    objectives: list[dict[str, Any]]
+    trials: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    counts: dict[str, Any]
+    fingerprints: dict[str, dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    generated: str = ""
+
+    @property
+    def constraints(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.config.get("constraints") or {}).items() if v is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the report
+
+
+def build_report(study: optuna.Study, agent: str | None = None) -> Report:
+    """The report of ``study``, its latency and memory shown for ``agent`` (default: the primary)."""
+    config = study_config(study)
+    agents = list(config.get("agents") or [])
+    if agent is not None and agent not in agents:
+        raise UserError(f"study {study.study_name!r} was not measured on agent {agent!r}; "
+                        f"its agents: {', '.join(agents) or 'none'}")
+    focus = agent or (agents[0] if agents else "local")
+    objectives = list(config.get("objectives") or [])
+    trials = study.get_trials(deepcopy=False)
+    front = pareto_front(study)
+    on_front = {trial.number for trial in front}
+    rows = [_row(trial, on_front, agents, focus) for trial in trials]
+    pareto = sorted((row for row in rows if row["status"] == "pareto"),
+                    key=lambda r: (-(r["accuracy"] if r["accuracy"] is not None else -math.inf),
+                                   _or_inf(r.get(f"latency_ms@{focus}")), r["trial"]))
+    warnings = [line for line in [disagreement(study, front)] if line]
+    fingerprints, changed = _fingerprints(trials, agents)
+    warnings += [f"agent {name} reported {count} different device fingerprints during the study: "
+                 "its results may not be comparable" for name, count in changed.items()]
+    if not objectives:
+        warnings.append("the study config lists no objectives; the Pareto set uses Optuna's directions")
+    return Report(
+        name=study.study_name, config=config, agent=focus, agents=agents, objectives=objectives,
+        trials=rows, pareto=pareto, counts=_counts(trials, rows, config), fingerprints=fingerprints,
+        warnings=warnings, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+def _status(trial: FrozenTrial, on_front: set[int]) -> str:
+    if trial.state == TrialState.COMPLETE:
+        if not is_feasible(trial):
+            return "infeasible"
+        return "pareto" if trial.number in on_front else "dominated"
+    return {TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
+
+
+def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) -> dict[str, Any]:
+    """One flat row per trial: the columns of trials.csv and of the tables."""
+    record = TrialRecord.from_trial(trial)
+    attrs = record.attrs
+    winner = attrs.get("winner", {})
+    form = winner.get(focus)
+    onnx_bytes = attrs.get("onnx_bytes", {})
+    size = onnx_bytes.get(form) if form else (next(iter(onnx_bytes.values())) if len(onnx_bytes) == 1 else None)
+    row: dict[str, Any] = {
+        "trial": trial.number,
+        "status": _status(trial, on_front),
+        "code": attrs.get("code") or (record.spec.code if record.spec else None),
+        "widths": attrs.get("widths") or (record.spec.widths if record.spec else None),
+        "form": form,
+        "params": attrs.get("params"),
+        "onnx_kb": None if size is None else size / 1024.0,
+        "accuracy": attrs.get("accuracy"),
+    }
+    for name in agents:
+        row[f"latency_ms@{name}"] = attrs.get("latency_ms", {}).get(name)
+        row[f"p90_ms@{name}"] = attrs.get("latency_p90_ms", {}).get(name)
+        row[f"peak_mb@{name}"] = attrs.get("peak_mb", {}).get(name)
+        row[f"form@{name}"] = winner.get(name)
+    row.update({
+        "infeasible": "; ".join(attrs.get("infeasible") or []) or None,
+        "fail_reason": attrs.get("fail_reason"),
+        "epochs": attrs.get("epochs"),
+        "train_seconds": attrs.get("train_seconds"),
+        "values": list(trial.values) if trial.values is not None else None,
+        "spec": attrs.get("spec"),
+    })
+    return row
+
+
+def _violated(trial: FrozenTrial) -> list[str]:
+    """The constraints a trial violates: Optuna's constraint keys, else its ``infeasible`` lines."""
+    keys = [key for key, value in trial.constraints.items() if value > 0]
+    if keys:
+        return keys
+    return [line.split()[0] if line.split() else line for line in trial.user_attrs.get("infeasible") or []]
+
+
+def _counts(trials: list[FrozenTrial], rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    statuses = Counter(row["status"] for row in rows)
+    infeasible_by: Counter[str] = Counter()
+    failed_by: Counter[str] = Counter()
+    for trial, row in zip(trials, rows):
+        if row["status"] == "infeasible":
+            infeasible_by.update(_violated(trial) or ["unknown"])
+        elif row["status"] == "failed":
+            failed_by[(trial.user_attrs.get("fail_reason") or "no reason recorded").strip().splitlines()[0]] += 1
+    return {
+        "trials": len(trials),
+        "target": config.get("n_trials"),
+        "complete": sum(1 for t in trials if t.state == TrialState.COMPLETE),
+        "feasible": statuses["pareto"] + statuses["dominated"],
+        **{status: statuses[status] for status in STATUS_ORDER},
+        "infeasible_by": dict(infeasible_by.most_common()),
+        "failed_by": dict(failed_by.most_common()),
+    }
+
+
+def _fingerprints(trials: list[FrozenTrial], agents: list[str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """The latest fingerprint per agent, and the agents whose stable fingerprint changed."""
+    latest: dict[str, tuple[float, dict[str, Any]]] = {}
+    keys: dict[str, set[str]] = {}
+    for trial in trials:
+        for agent, forms in (trial.user_attrs.get("measurements") or {}).items():
+            for result in forms.values():
+                fingerprint = result.get("fingerprint")
+                if not fingerprint:
+                    continue
+                keys.setdefault(agent, set()).add(fingerprint_key(fingerprint))
+                when = result.get("ended_at") or 0.0
+                if agent not in latest or when >= latest[agent][0]:
+                    latest[agent] = (when, fingerprint)
+    order = agents + sorted(set(latest) - set(agents))
+    return ({a: latest[a][1] for a in order if a in latest},
+            {a: len(k) for a, k in keys.items() if len(k) > 1})
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting shared by the terminal table and the HTML page
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "acc":
+        return f"{100 * value:.2f}%"
+    if kind == "ms":
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    if kind == "kb":
+        return f"{value:,.1f}"
+    if kind == "mb":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def table_columns(report: Report) -> list[tuple[str, str, str]]:
+    """(header, row key, format) for the Pareto table; per-agent columns for every agent."""
+    columns = [("#", "trial", "int"), ("layers", "code", "str"), ("widths", "widths", "str")]
+    if len(report.agents) <= 1:
+        columns.append(("form", "form", "str"))
+    columns += [("params", "params", "int"), ("ONNX KiB", "onnx_kb", "kb"), ("accuracy", "accuracy", "acc")]
+    for name in report.agents:
+        if len(report.agents) > 1:
+            columns.append((f"form\n{name}", f"form@{name}", "str"))
+        columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"), (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
+                    (f"peak MiB\n{name}", f"peak_mb@{name}", "mb")]
+    return columns
+
+
+def objective_text(report: Report) -> str:
+    arrows = {"maximize": "↑", "minimize": "↓"}
+    return ", ".join(f"{o.get('label') or o.get('name')} {arrows.get(o.get('direction'), '')}".strip()
+                     for o in report.objectives)
+
+
+def constraint_text(key: str, limit: Any) -> str:
+    what, unit = CONSTRAINT_TEXT.get(key, (key, ""))
+    limit_text = f"{limit:,}" if isinstance(limit, int) else f"{limit:g}"
+    return f"{what} > {limit_text}{' ' + unit if unit else ''}"
+
+
+def count_lines(report: Report) -> list[str]:
+    """Plain sentences explaining the set: how many trials, which were left out and why."""
+    c = report.counts
+    target = f" of {c['target']} planned" if c.get("target") else ""
+    lines = [f"{c['trials']} trials{target}: {c['complete']} complete, {c['feasible']} feasible, "
+             f"{c['pareto']} on the Pareto set, {c['dominated']} dominated."]
+    if c["infeasible"]:
+        limits = report.constraints
+        parts = [f"{n} {constraint_text(key, limits[key]) if key in limits else key}"
+                 for key, n in c["infeasible_by"].items()]
+        lines.append(f"{c['infeasible']} infeasible (not trained): " + ", ".join(parts) + ".")
+    if c["failed"]:
+        reasons = list(c["failed_by"].items())
+        shown = "; ".join(f"{n}x {reason}" for reason, n in reasons[:5])
+        more = f"; and {len(reasons) - 5} other reasons" if len(reasons) > 5 else ""
+        lines.append(f"{c['failed']} failed: {shown}{more}.")
+    unfinished = [f"{c[s]} {s}" for s in ("running", "waiting", "pruned") if c[s]]
+    if unfinished:
+        lines.append("Not finished: " + ", ".join(unfinished) + ".")
+    return lines
+
+
+def render_table(report: Report) -> Any:
+    """The Pareto set as a rich table (counts in its caption)."""
+    from rich.table import Table
+
+    title = f"Pareto set of {report.name}: {len(report.pareto)} of {report.counts['trials']} trials"
+    table = Table(title=title, caption="\n".join([f"objectives: {objective_text(report)}", *count_lines(report)]),
+                  caption_justify="left", header_style="bold")
+    for header, key, kind in table_columns(report):
+        table.add_column(header, justify="left" if kind == "str" else "right", no_wrap=key in ("code", "widths"))
+    for row in report.pareto:
+        table.add_row(*[_fmt(row.get(key), kind) for _, key, kind in table_columns(report)])
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+_CSV_DROP = ("values", "spec")
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{k: v for k, v in row.items() if k not in _CSV_DROP} for row in rows])
+
+
+def pareto_frame(report: Report) -> pd.DataFrame:
+    frame = _frame(report.pareto)
+    return frame.drop(columns=["status", "infeasible", "fail_reason"], errors="ignore")
+
+
+def trials_frame(report: Report) -> pd.DataFrame:
+    return _frame(report.trials)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def pareto_document(report: Report) -> dict[str, Any]:
+    """The content of pareto.json."""
+    labels = [o.get("label") or o.get("name") for o in report.objectives]
+    members = []
+    for row in report.pareto:
+        member = {k: v for k, v in row.items() if k not in ("status", "infeasible", "fail_reason", "values")}
+        member["objectives"] = dict(zip(labels, row["values"] or [])) if labels else row["values"]
+        members.append(member)
+    settings = {k: v for k, v in report.config.items() if k != "space"}
+    return _jsonable({
+        "schema": 1, "study": report.name, "generated": report.generated, "agent": report.agent,
+        "agents": report.agents, "objectives": report.objectives, "constraints": report.config.get("constraints"),
+        "counts": report.counts, "warnings": report.warnings, "pareto": members,
+        "fingerprints": report.fingerprints, "settings": settings, "space": report.config.get("space"),
+    })
+
+
+def write_report(report: Report, out: Path) -> dict[str, Path]:
+    """Write every report file into ``out``; their paths by file name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in FILES}
+    pareto_frame(report).to_csv(paths["pareto.csv"], index=False)
+    trials_frame(report).to_csv(paths["trials.csv"], index=False)
+    paths["pareto.json"].write_text(json.dumps(pareto_document(report), indent=2) + "\n")
+    write_png(report, paths["pareto.png"])
+    paths["report.html"].write_text(render_html(report), encoding="utf-8")
+    return paths
+
+
+def default_out(name: str) -> Path:
+    return study_dir(name) / "report"
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+
+
+@dataclass
+class _View:
+    """One panel: accuracy against ``key`` on the focus agent."""
+
+    key: str
+    title: str
+    axis: str
+    limit: float | None
+    limit_text: str
+
+
+def _views(report: Report) -> list[_View]:
+    a = report.agent
+    limits = report.constraints
+    lat, mem = limits.get("max_latency_ms"), limits.get("max_peak_mb")
+    return [
+        _View(f"latency_ms@{a}", f"Accuracy vs latency on {a}", f"median latency on {a} (ms)", lat,
+              f"limit {lat:g} ms" if lat else ""),
+        _View(f"peak_mb@{a}", f"Accuracy vs peak memory on {a}", f"peak memory (VmHWM) on {a} (MiB)", mem,
+              f"limit {mem:g} MiB" if mem else ""),
+    ]
+
+
+def _points(report: Report, key: str) -> dict[str, list[dict[str, Any]]]:
+    """Rows with a value for ``key``, grouped: pareto, dominated, infeasible (trained or not)."""
+    groups: dict[str, list[dict[str, Any]]] = {"pareto": [], "dominated": [], "infeasible": [], "untrained": []}
+    for row in report.trials:
+        if row.get(key) is None or row["status"] not in ("pareto", "dominated", "infeasible"):
+            continue
+        if row["status"] == "infeasible":
+            groups["infeasible" if row.get("accuracy") is not None else "untrained"].append(row)
+        elif row.get("accuracy") is not None:
+            groups[row["status"]].append(row)
+    return groups
+
+
+def _front_in_view(points: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The Pareto members no other member beats on both accuracy and ``key``: the staircase to draw."""
+    ordered = sorted(points, key=lambda r: (r[key], -r["accuracy"]))
+    front, best = [], -math.inf
+    for row in ordered:
+        if row["accuracy"] > best:
+            front.append(row)
+            best = row["accuracy"]
+    return front
+
+
+def _log_scale(values: list[float]) -> bool:
+    positive = [v for v in values if v and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > 30
+
+
+def write_png(report: Report, path: Path) -> Path:
+    """Accuracy vs latency and vs memory; Pareto points joined, others muted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+    from matplotlib.transforms import blended_transform_factory
+
+    views = _views(report)
+    fig, axes = plt.subplots(1, len(views), figsize=(6.2 * len(views), 4.8), squeeze=False)
+    for ax, view in zip(axes[0], views):
+        groups = _points(report, view.key)
+        xs = [r[view.key] for g in groups.values() for r in g]
+        if _log_scale(xs):
+            ax.set_xscale("log")
+        if groups["untrained"]:
+            rug = blended_transform_factory(ax.transData, ax.transAxes)
+            ax.scatter([r[view.key] for r in groups["untrained"]], [0.02] * len(groups["untrained"]),
+                       transform=rug, marker="|", s=140, color=INFEASIBLE_COLOUR, linewidths=1.5, zorder=1,
+                       label=f"infeasible, not trained ({len(groups['untrained'])}; on the axis)")
+        if groups["infeasible"]:
+            ax.scatter([r[view.key] for r in groups["infeasible"]], [r["accuracy"] for r in groups["infeasible"]],
+                       marker="x", s=28, color=INFEASIBLE_COLOUR, zorder=1,
+                       label=f"infeasible ({len(groups['infeasible'])})")
+        if groups["dominated"]:
+            ax.scatter([r[view.key] for r in groups["dominated"]], [r["accuracy"] for r in groups["dominated"]],
+                       s=26, color=DOMINATED_COLOUR, alpha=0.55, edgecolors="none", zorder=2,
+                       label=f"dominated ({len(groups['dominated'])})")
+        if groups["pareto"]:
+            front = _front_in_view(groups["pareto"], view.key)
+            ax.step([r[view.key] for r in front], [r["accuracy"] for r in front], where="post",
+                    color=PARETO_COLOUR, linewidth=1.4, alpha=0.8, zorder=3, label="front in this view")
+            ax.scatter([r[view.key] for r in groups["pareto"]], [r["accuracy"] for r in groups["pareto"]],
+                       s=46, color=PARETO_COLOUR, edgecolors="white", linewidths=0.8, zorder=4,
+                       label=f"Pareto set ({len(groups['pareto'])})")
+            if len(groups["pareto"]) <= 12:
+                for r in groups["pareto"]:
+                    ax.annotate(f"#{r['trial']} {r['code'] or ''}", (r[view.key], r["accuracy"]),
+                                textcoords="offset points", xytext=(5, -10), fontsize=7, color="#333333")
+        if view.limit:
+            ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1, zorder=0, label=view.limit_text)
+        if not xs:
+            ax.text(0.5, 0.5, "no measurements on this agent", ha="center", va="center", transform=ax.transAxes,
+                    color="#777777")
+        ax.set_title(view.title, fontsize=11)
+        ax.set_xlabel(view.axis)
+        ax.set_ylabel("validation accuracy")
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.grid(True, color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        if xs:
+            ax.legend(fontsize=8, loc="lower right", frameon=True, framealpha=0.9)
+    fig.suptitle(f"{report.name}: {len(report.pareto)} Pareto trials of {report.counts['trials']}", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _hover(row: dict[str, Any], report: Report) -> str:
+    lines = [f"layers {row['code']}  widths {row['widths']}"]
+    if row.get("accuracy") is not None:
+        lines.append(f"accuracy {_fmt(row['accuracy'], 'acc')}")
+    lines.append(f"params {_fmt(row.get('params'), 'int')}  ONNX {_fmt(row.get('onnx_kb'), 'kb')} KiB")
+    for name in report.agents:
+        lines.append(f"{name}: {_fmt(row.get(f'latency_ms@{name}'), 'ms')} ms (p90 "
+                     f"{_fmt(row.get(f'p90_ms@{name}'), 'ms')}), {_fmt(row.get(f'peak_mb@{name}'), 'mb')} MiB, "
+                     f"form {row.get(f'form@{name}') or '-'}")
+    if row.get("infeasible"):
+        lines.append("infeasible: " + row["infeasible"])
+    title = f"<b>trial {row['trial']}</b> ({html.escape(row['status'])})"
+    return "<br>".join([title, *(html.escape(line, quote=False) for line in lines)])
+
+
+def plotly_figure(report: Report) -> Any:
+    """The interactive version of the PNG: hover shows the architecture."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    views = _views(report)
+    fig = make_subplots(rows=1, cols=len(views), subplot_titles=[v.title for v in views], horizontal_spacing=0.08)
+    for col, view in enumerate(views, start=1):
+        groups = _points(report, view.key)
+        first = col == 1
+
+        def scatter(rows, name, y=None, **style):
+            fig.add_trace(go.Scatter(
+                x=[r[view.key] for r in rows], y=y if y is not None else [r["accuracy"] for r in rows],
+                name=name, legendgroup=name, showlegend=first, hovertemplate="%{text}<extra></extra>",
+                text=[_hover(r, report) for r in rows], **style), row=1, col=col)
+
+        trained = [r["accuracy"] for g in ("pareto", "dominated", "infeasible") for r in groups[g]]
+        if groups["untrained"]:
+            floor = (min(trained) - 0.02) if trained else 0.0
+            scatter(groups["untrained"], f"infeasible, not trained ({len(groups['untrained'])})",
+                    y=[floor] * len(groups["untrained"]), mode="markers",
+                    marker={"symbol": "line-ns-open", "size": 14, "color": INFEASIBLE_COLOUR})
+        if groups["infeasible"]:
+            scatter(groups["infeasible"], f"infeasible ({len(groups['infeasible'])})", mode="markers",
+                    marker={"symbol": "x", "size": 7, "color": INFEASIBLE_COLOUR})
+        if groups["dominated"]:
+            scatter(groups["dominated"], f"dominated ({len(groups['dominated'])})", mode="markers",
+                    marker={"size": 8, "color": DOMINATED_COLOUR, "opacity": 0.55})
+        if groups["pareto"]:
+            front = _front_in_view(groups["pareto"], view.key)
+            scatter(front, "front in this view", mode="lines", line={"shape": "hv", "color": PARETO_COLOUR},
+                    hoverinfo="skip")
+            scatter(groups["pareto"], f"Pareto set ({len(groups['pareto'])})", mode="markers",
+                    marker={"size": 11, "color": PARETO_COLOUR, "line": {"color": "white", "width": 1}})
+        if view.limit:
+            fig.add_vline(x=view.limit, line_dash="dash", line_color=LIMIT_COLOUR, annotation_text=view.limit_text,
+                          annotation_position="top left", row=1, col=col)
+        xs = [r[view.key] for g in groups.values() for r in g]
+        fig.update_xaxes(title_text=view.axis, type="log" if _log_scale(xs) else "linear", row=1, col=col)
+        fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=col)
+    fig.update_layout(template="plotly_white", height=480, margin={"l": 60, "r": 20, "t": 60, "b": 60},
+                      legend={"orientation": "h", "y": -0.2}, hoverlabel={"align": "left"})
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# The HTML page
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1240px;
+color:#222;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.meta{color:#666;font-size:.9em}.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px}
+table{border-collapse:collapse;font-size:.86em;margin:.5em 0}
+th,td{border-bottom:1px solid #e4e4e4;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f5f5f5;white-space:pre-line}td.s,th.s{text-align:left}
+tr:hover td{background:#fafafa}code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
+pre{background:#f7f7f7;padding:10px;overflow-x:auto}.kv th{text-align:left;width:14em}.kv td{text-align:left}
+ul.counts li{margin:.2em 0}details summary{cursor:pointer;color:#1f5fa8}
+"""
+
+
+def _table_html(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], cls: str = "") -> str:
+    head = "".join(f"<th class='{'s' if kind == 'str' else ''}'>{html.escape(h)}</th>" for h, _, kind in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td class='{'s' if kind == 'str' else ''}'>{html.escape(_fmt(row.get(key), kind))}</td>"
+                         for _, key, kind in columns) + "</tr>"
+        for row in rows)
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv_html(items: dict[str, Any]) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        for k, v in items.items())
+    return f"<table class='kv'>{body}</table>"
+
+
+def render_html(report: Report) -> str:
+    """One self-contained page: plot, tables, counts, fingerprints and settings; works offline."""
+    figure = plotly_figure(report).to_html(full_html=False, include_plotlyjs=True,
+                                           config={"displaylogo": False, "responsive": True})
+    esc = html.escape
+    all_columns = [("status", "status", "str"), *table_columns(report), ("infeasible / failure", "why", "str")]
+    all_rows = [{**row, "why": row.get("infeasible") or row.get("fail_reason")} for row in report.trials]
+    fingerprints = "".join(f"<h3>{esc(agent)}</h3>{_kv_html(fp)}" for agent, fp in report.fingerprints.items()) \
+        or "<p>No measurements recorded.</p>"
+    config = report.config
+    settings = {key: config[key] for key in ("agents", "n_trials", "sampler", "seed", "constraints", "measure",
+                                            "artifacts_dir") if key in config}
+    settings["objectives"] = objective_text(report)
+    warnings = "".join(f"<p class='warn'>{esc(line)}</p>" for line in report.warnings)
+    space = json.dumps(config.get("space"), indent=2) if config.get("space") is not None else "(not recorded)"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(report.name)}: Pareto report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>Pareto report: {esc(report.name)}</h1>
+<p class="meta">Generated {esc(report.generated)}. Objectives: {esc(objective_text(report))}.
+Latency and memory shown for agent <b>{esc(report.agent)}</b>.</p>
+{warnings}
+<ul class="counts">{"".join(f"<li>{esc(line)}</li>" for line in count_lines(report))}</ul>
+<h2>Pareto plot</h2>
+<p class="meta">Hover a point for its architecture. Red: the Pareto set over all objectives (the line joins
+the members no other member beats in that view); grey: dominated; light grey: infeasible.</p>
+{figure}
+<h2>Pareto set ({len(report.pareto)} trials, most accurate first)</h2>
+{_table_html(report.pareto, table_columns(report), "pareto")}
+<p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
+D dense. Form: the deployed form of the Toeplitz-like layers that measured fastest (fft or dense).
+Latency: median and p90 of the timed runs; memory: peak resident set (VmHWM) of the measuring process.</p>
+<details><summary>All {len(report.trials)} trials</summary>{_table_html(all_rows, all_columns, "all")}</details>
+<h2>Devices</h2>
+{fingerprints}
+<h2>Search settings</h2>
+{_kv_html(settings)}
+<details><summary>Search space</summary><pre>{esc(space)}</pre></details>
+</body></html>
+"""

@@ -1,0 +1,215 @@
+"""Search spaces: a declarative TOML file per task, validated on load, sampled per trial.
+
+A wrong field is reported in one line naming the file, the field, the bad value and what is
+allowed (``SpaceError``, a ``UserError``: exit code 2, nothing else happens).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, \
+    model_validator
+
+from nas.data import check_source
+from nas.errors import UserError
+from nas.spec import ArchSpec, LayerSpec
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+# metric -> optimisation direction; latency and memory are measured on an agent
+METRICS = {"accuracy": "maximize", "latency_ms": "minimize", "peak_mb": "minimize", "params": "minimize",
+           "onnx_kb": "minimize"}
+AGENT_METRICS = ("latency_ms", "peak_mb")
+
+
+class SpaceError(UserError):
+    """A search-space file that does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    dataset: str = "digits"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+    _check_dataset = field_validator("dataset")(check_source)
+
+
+class LayerChoices(_Strict):
+    """What one layer may be: its kinds, the ranks of each kind, the deployed forms to try."""
+
+    kinds: list[Literal["dense", "lowrank", "toeplitz"]] = Field(["dense", "lowrank", "toeplitz"], min_length=1)
+    lowrank_ranks: list[PositiveInt] = Field([4, 8, 16], min_length=1)
+    displacement_ranks: list[PositiveInt] = Field([1, 2, 4], min_length=1)
+    forms: list[Literal["fft", "dense"]] = Field(["fft", "dense"], min_length=1)
+
+
+class Backbone(_Strict):
+    hidden_layers: list[PositiveInt] = Field([1], min_length=1, description="allowed numbers of hidden layers")
+    widths: list[PositiveInt] = Field([64, 128, 256], min_length=1)
+
+
+class Training(_Strict):
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class Objective(_Strict):
+    metric: Literal["accuracy", "latency_ms", "peak_mb", "params", "onnx_kb"]
+    agent: str | None = Field(None, description="agent measuring latency/memory; default: the study's first")
+
+
+class Constraints(_Strict):
+    max_latency_ms: PositiveFloat | None = None
+    max_peak_mb: PositiveFloat | None = None
+    max_params: PositiveInt | None = None
+
+
+class Measure(_Strict):
+    threads: PositiveInt = 1
+    batch: PositiveInt = 1
+    warmup: int = Field(5, ge=0)
+    min_runs: PositiveInt = 20
+    min_seconds: float = Field(0.2, ge=0)
+    max_spread: PositiveFloat = 0.25
+
+
+class SearchSpace(_Strict):
+    name: str
+    description: str = ""
+    data: DataConfig = DataConfig()
+    backbone: Backbone = Backbone()
+    layers: LayerChoices = LayerChoices()
+    layer: list[LayerChoices] = Field([], description="per-position overrides of [layers], hidden layer 1 first")
+    output: LayerChoices = LayerChoices(kinds=["dense"])
+    training: Training = Training()
+    objectives: list[Objective] = Field(
+        [Objective(metric="accuracy"), Objective(metric="latency_ms"), Objective(metric="peak_mb")], min_length=1)
+    constraints: Constraints = Constraints()
+    measure: Measure = Measure()
+
+    @model_validator(mode="after")
+    def _ranks_fit_widths(self) -> SearchSpace:
+        smallest = min(self.backbone.widths)
+        for where, choices in self._hidden_choices():
+            for field in ("lowrank_ranks", "displacement_ranks"):
+                kind = "lowrank" if field == "lowrank_ranks" else "toeplitz"
+                too_big = [rank for rank in getattr(choices, field) if rank > smallest]
+                if kind in choices.kinds and too_big:
+                    raise ValueError(f"{where}.{field}: rank {too_big[0]} is larger than the smallest width "
+                                     f"{smallest}; allowed: ranks <= {smallest}")
+        if len(self.layer) > max(self.backbone.hidden_layers):
+            raise ValueError(f"layer: {len(self.layer)} overrides for at most {max(self.backbone.hidden_layers)} "
+                             "hidden layers")
+        return self
+
+    def _hidden_choices(self) -> list[tuple[str, LayerChoices]]:
+        return [("layers", self.layers)] + [(f"layer[{i}]", c) for i, c in enumerate(self.layer)]
+
+    def choices(self, index: int) -> LayerChoices:
+        """The choices for hidden layer ``index`` (0-based)."""
+        return self.layer[index] if index < len(self.layer) else self.layers
+
+    def objective_labels(self, agents: list[str]) -> list[dict[str, Any]]:
+        """Each objective with its direction, agent and label (``latency_ms@pi4``), in value order."""
+        out = []
+        for objective in self.objectives:
+            agent = (objective.agent or agents[0]) if objective.metric in AGENT_METRICS else None
+            label = f"{objective.metric}@{agent}" if agent else objective.metric
+            out.append({"name": objective.metric, "direction": METRICS[objective.metric], "agent": agent,
+                        "label": label})
+        return out
+
+    def forms(self) -> list[str]:
+        """Deployed forms to measure for Toeplitz-like layers (all layers in one form at a time)."""
+        allowed = [c.forms for _, c in self._hidden_choices()] + [self.output.forms]
+        return [form for form in ("fft", "dense") if any(form in forms for forms in allowed)]
+
+    def sample(self, trial: optuna.Trial, in_features: int, num_classes: int) -> ArchSpec:
+        """An architecture for this trial; parameter names are stable so studies can be resumed."""
+        depth = trial.suggest_categorical("depth", self.backbone.hidden_layers)
+        layers = []
+        for index in range(depth):
+            width = trial.suggest_categorical(f"l{index}_width", self.backbone.widths)
+            layers.append(_sample_layer(trial, f"l{index}", self.choices(index), width))
+        layers.append(_sample_layer(trial, "out", self.output, num_classes))
+        return ArchSpec(in_features=in_features, layers=tuple(layers))
+
+
+def _sample_layer(trial: optuna.Trial, prefix: str, choices: LayerChoices, width: int) -> LayerSpec:
+    kind = trial.suggest_categorical(f"{prefix}_kind", choices.kinds)
+    if kind == "lowrank":
+        return LayerSpec(kind, width, trial.suggest_categorical(f"{prefix}_rank", choices.lowrank_ranks))
+    if kind == "toeplitz":
+        return LayerSpec(kind, width, trial.suggest_categorical(f"{prefix}_displacement_rank",
+                                                                choices.displacement_ranks))
+    return LayerSpec(kind, width)
+
+
+def resolve_space_path(path: str | Path) -> Path:
+    """A path as given, or the name of a shipped space (``digits`` -> search_spaces/digits.toml)."""
+    given = Path(path)
+    if given.exists():
+        return given
+    builtin = BUILTIN_DIR / (given.name if given.suffix == ".toml" else f"{given.name}.toml")
+    if builtin.exists():
+        return builtin
+    shipped = ", ".join(sorted(p.stem for p in BUILTIN_DIR.glob("*.toml")))
+    raise SpaceError(f"{path}: no such search-space file (shipped spaces: {shipped})")
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Parse and validate a search-space file; one-line SpaceError on any problem."""
+    path = resolve_space_path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{path}: not valid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    return space_from_dict(data, str(path))
+
+
+def space_from_dict(data: dict[str, Any], source: str = "<search space>") -> SearchSpace:
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(f"{source}: {_describe(exc.errors()[0])}") from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line: the field, the bad value, what is allowed."""
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(error["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see the shipped search spaces"
+        return f"unknown field '{where}'; allowed here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error" and not error["loc"]:
+        return message
+    return f"field '{where}': {message} (got {error.get('input')!r})"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = SearchSpace
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        annotation = getattr(info, "annotation", None)
+        args = getattr(annotation, "__args__", ())
+        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model

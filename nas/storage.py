@@ -1,0 +1,92 @@
+"""Where a study lives: its Optuna storage URL, its folder, its artifacts.
+
+Studies live under ``studies/NAME/`` relative to the working directory by default: ``study.db``
+(SQLite), ``artifacts/`` (ONNX files and trained weights named by content hash) and ``report/``.
+A PostgreSQL URL works the same; the artifacts folder is recorded in the study so that report and
+pick find it from any storage.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from device_agents.base import file_sha256
+from nas.errors import UserError
+
+STUDIES_DIR = Path("studies")
+CONFIG_ATTR = "nas.config"
+
+
+def study_dir(name: str) -> Path:
+    return STUDIES_DIR / name
+
+
+def default_storage(name: str) -> str:
+    return f"sqlite:///{study_dir(name) / 'study.db'}"
+
+
+def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB storage for the URL (default: the study's SQLite file), with heartbeats if asked.
+
+    Heartbeats let a later ``resume`` (or another worker) fail and re-queue the trial of a worker
+    that was killed, instead of leaving it RUNNING forever.
+    """
+    url = storage or default_storage(name)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"heartbeat_interval": 5, "grace_period": 20} if heartbeat else {}
+    if heartbeat:
+        options["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
+    return optuna.storages.RDBStorage(url, **options)
+
+
+def load_study(name: str, storage: str | None = None, heartbeat: bool = False) -> optuna.Study:
+    """An existing study, or a one-line error naming the storage that was searched."""
+    url = storage or default_storage(name)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise UserError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (start it with "
+                        f"'nas study start {name} --space FILE')")
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(name, storage, heartbeat))
+    except KeyError as exc:
+        raise UserError(f"no study {name!r} in {url}") from exc
+
+
+def study_config(study: optuna.Study) -> dict[str, Any]:
+    """The settings the study was started with (search space, agents, objectives, target trials...)."""
+    config = study.user_attrs.get(CONFIG_ATTR)
+    if config is None:
+        raise UserError(f"study {study.study_name!r} was not made by 'nas study start'")
+    return config
+
+
+class ArtifactStore:
+    """Files addressed by their content hash, so identical models are stored once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def put(self, path: Path, suffix: str) -> str:
+        """Copy ``path`` in; returns the artifact's file name (``<sha256><suffix>``)."""
+        name = file_sha256(path) + suffix
+        target = self.root / name
+        if not target.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(target)
+        return name
+
+    def path(self, name: str) -> Path:
+        target = self.root / name
+        if not target.exists():
+            raise UserError(f"artifact {name} is missing from {self.root}")
+        return target
+
+
+def artifact_store(study: optuna.Study) -> ArtifactStore:
+    return ArtifactStore(Path(study_config(study)["artifacts_dir"]))

@@ -1,0 +1,257 @@
+"""The study engine: sample, measure before training, train the feasible, store everything.
+
+One candidate, start to finish (``CandidateEvaluator.__call__``):
+
+1. the sampler proposes an architecture spec;
+2. the untrained model is exported in each deployed form and measured on every agent first:
+   latency does not depend on the weights, and a candidate that breaks a hard constraint is
+   recorded as infeasible with its measured values, without minutes of training;
+3. the feasible ones are trained and validated;
+4. the spec, measurements, fingerprints and artifact names go into trial user attributes (see
+   ``nas.records``); ONNX files and weights into the study's content-addressed artifact store.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from device_agents.base import Agent, AgentError, MeasureSettings
+from device_agents.registry import open_agent
+from nas.data import Dataset, load_dataset
+from nas.errors import UserError
+from nas.export import export_onnx
+from nas.measure import MeasurementCache, summarise
+from nas.model import build_model, deployed, spec_seed
+from nas.space import SearchSpace, load_space, space_from_dict
+from nas.spec import ArchSpec
+from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, study_config, study_dir
+from nas.train import train
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+class CandidateEvaluator:
+    """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
+
+    def __init__(self, config: dict[str, Any], agents: dict[str, Agent], data: Dataset,
+                 cache: MeasurementCache, store: ArtifactStore) -> None:
+        self.config = config
+        self.space: SearchSpace = space_from_dict(config["space"])
+        self.agents = agents
+        self.data = data
+        self.cache = cache
+        self.store = store
+        self.settings = MeasureSettings(**config["measure"])
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        try:
+            return self._evaluate(trial)
+        except AgentError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
+        clock = _Clock()
+        spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
+        model = build_model(spec, seed=spec_seed(spec))
+        params = sum(p.numel() for p in model.parameters())
+        for key, value in {"spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "params": params}.items():
+            trial.set_user_attr(key, value)
+        clock.lap("sample")
+
+        with tempfile.TemporaryDirectory(prefix="nas-candidate-") as tmp:
+            forms = self.space.forms() if spec.has_toeplitz else [spec.form]
+            files = {form: self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx") for form in forms}
+            trial.set_user_attr("onnx_bytes", {form: path.stat().st_size for form, path in files.items()})
+            clock.lap("export")
+            measurements = self._measure(trial, files)
+            clock.lap("measure", device=_device_seconds(measurements))
+
+        winner = {agent: min(forms, key=lambda f: by_form[f]["latency_ms"]["median"])
+                  for agent, by_form in measurements.items()}
+        figures = {agent: summarise(measurements[agent][form]) for agent, form in winner.items()}
+        primary = self.config["agents"][0]
+        spec = spec.with_form(winner[primary]) if spec.has_toeplitz else spec
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("winner", winner)
+        trial.set_user_attr("latency_ms", {a: f["median_ms"] for a, f in figures.items()})
+        trial.set_user_attr("latency_p90_ms", {a: f["p90_ms"] for a, f in figures.items()})
+        trial.set_user_attr("peak_mb", {a: f["peak_mb"] for a, f in figures.items()})
+        violations = self._check_constraints(trial, figures, params)
+        trial.set_user_attr("infeasible", violations)
+        onnx_kb = trial.user_attrs["onnx_bytes"][winner[primary]] / 1024.0
+
+        accuracy = 0.0
+        trial.set_user_attr("trained", not violations)
+        if not violations:
+            training = self.space.training
+            result = train(model, self.data, epochs=training.epochs, batch_size=training.batch_size,
+                           optimizer=training.optimizer, learning_rate=training.learning_rate,
+                           weight_decay=training.weight_decay, seed=training.seed)
+            accuracy = result.accuracy
+            trial.set_user_attr("accuracy", accuracy)
+            trial.set_user_attr("train_seconds", result.seconds)
+            trial.set_user_attr("epochs", result.epochs)
+            clock.lap("train", train=result.seconds)
+            trial.set_user_attr("artifacts", self._save_artifacts(model, spec, set(winner.values())))
+            clock.lap("artifacts")
+        trial.set_user_attr("timing", clock.laps)
+
+        values = {"accuracy": accuracy, "params": float(params), "onnx_kb": onnx_kb}
+        return tuple(
+            values[o["name"]] if o["agent"] is None else figures[o["agent"]][_FIGURE[o["name"]]]
+            for o in self.config["objectives"]
+        )
+
+    def _export(self, model: torch.nn.Module, spec: ArchSpec, path: Path) -> Path:
+        return export_onnx(deployed(model, spec), spec.in_features, path)
+
+    def _measure(self, trial: optuna.Trial, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        """Every form on every agent; stored after each agent so nothing measured is lost."""
+        measurements: dict[str, dict[str, Any]] = {}
+        for name, agent in self.agents.items():
+            measurements[name] = {form: self.cache.measure(agent, path, self.settings) for form, path in files.items()}
+            trial.set_user_attr("measurements", measurements)
+        return measurements
+
+    def _check_constraints(self, trial: optuna.Trial, figures: dict[str, dict[str, float]], params: int) -> list[str]:
+        """Set each hard constraint (feasible when <= 0) and say which are broken."""
+        limits = self.space.constraints
+        checks: list[tuple[str, float, float | None]] = [("params", float(params), limits.max_params)]
+        for agent, figure in figures.items():
+            checks.append((f"latency_ms@{agent}", figure["median_ms"], limits.max_latency_ms))
+            checks.append((f"peak_mb@{agent}", figure["peak_mb"], limits.max_peak_mb))
+        violations = []
+        for key, value, limit in checks:
+            if limit is None:
+                continue
+            trial.set_constraint(key, value - limit)
+            if value > limit:
+                violations.append(f"{key} {value:.4g} > {limit:g}")
+        return violations
+
+    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, forms: set[str]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
+            weights = Path(tmp) / "model.pt"
+            torch.save(model.state_dict(), weights)
+            onnx = {form: self.store.put(self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"),
+                                         ".onnx")
+                    for form in sorted(forms)}
+            return {"weights": self.store.put(weights, ".pt"), "onnx": onnx}
+
+
+_FIGURE = {"latency_ms": "median_ms", "peak_mb": "peak_mb"}
+
+
+class _Clock:
+    """Wall time per phase, plus the time spent in training and in the device's timed runs."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {"train_s": 0.0, "device_s": 0.0}
+
+    def lap(self, name: str, train: float = 0.0, device: float = 0.0) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.laps["train_s"] += train
+        self.laps["device_s"] += device
+        self.laps["total"] = now - self.start
+        self.last = now
+
+
+def _device_seconds(measurements: dict[str, dict[str, Any]]) -> float:
+    """Seconds the devices spent in timed runs (cached results cost none)."""
+    return sum(r["latency_ms"]["count"] * r["latency_ms"]["mean"] / 1000.0
+               for forms in measurements.values() for r in forms.values() if not r["cached"])
+
+
+def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials: int, sampler: str, seed: int,
+                artifacts_dir: Path) -> dict[str, Any]:
+    """Everything ``resume``, ``report`` and ``pick`` need, stored in the study's user attributes."""
+    return {
+        "space": space.model_dump(mode="json"),
+        "space_path": space_path,
+        "agents": agents,
+        "objectives": space.objective_labels(agents),
+        "constraints": space.constraints.model_dump(),
+        "n_trials": n_trials,
+        "sampler": sampler,
+        "seed": seed,
+        "artifacts_dir": str(artifacts_dir.resolve()),
+        "measure": space.measure.model_dump(),
+    }
+
+
+def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: int, storage: str | None = None,
+                sampler: str = "tpe", seed: int = 0, load_if_exists: bool = False,
+                artifacts_dir: Path | None = None) -> optuna.Study:
+    """Create the study (or, with ``load_if_exists``, reuse it) and record its settings."""
+    space = load_space(space_path)
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    agents = agents or ["local"]
+    config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
+                         artifacts_dir or study_dir(name) / "artifacts")
+    study = optuna.create_study(
+        study_name=name, storage=open_storage(name, storage, heartbeat=True),
+        directions=[o["direction"] for o in config["objectives"]], load_if_exists=True,
+    )
+    if CONFIG_ATTR in study.user_attrs and not load_if_exists:
+        raise UserError(f"study {name!r} already exists; continue it with 'nas study resume {name}'")
+    if CONFIG_ATTR not in study.user_attrs:
+        study.set_metric_names([o["label"] for o in config["objectives"]])
+        study.set_user_attr(CONFIG_ATTR, config)
+    return study
+
+
+def run_study(name: str, storage: str | None = None, n_trials: int | None = None, timeout: float | None = None,
+              on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+              on_start: Callable[[int], None] | None = None) -> optuna.Study:
+    """Run trials until the study has its target number of complete trials (or ``timeout``).
+
+    ``n_trials`` raises the target. Killed trials of earlier runs stay out of the count; the
+    storage's heartbeat fails them and queues their parameters again once they are stale.
+    """
+    study = load_study(name, storage, heartbeat=True)
+    config = study_config(study)
+    if n_trials is not None and n_trials != config["n_trials"]:
+        config["n_trials"] = n_trials
+        study.set_user_attr(CONFIG_ATTR, config)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    remaining = config["n_trials"] - complete
+    if on_start:
+        on_start(max(remaining, 0))
+    if remaining <= 0:
+        return study
+    space = space_from_dict(config["space"])
+    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
+    with ExitStack() as stack:
+        agents = {agent: stack.enter_context(open_agent(agent)) for agent in config["agents"]}
+        evaluator = CandidateEvaluator(config, agents, data, MeasurementCache(study),
+                                       ArtifactStore(Path(config["artifacts_dir"])))
+        callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
+        if on_trial:
+            callbacks.append(on_trial)
+        study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks, catch=(AgentError,),
+                       gc_after_trial=False)
+    return study
+
+
+def torch_threads() -> None:
+    """Training and export share the host with the local agent: keep torch from oversubscribing."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))

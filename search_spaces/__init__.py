@@ -1,0 +1,1 @@
+"""Search spaces shipped with the tool, one TOML file per task."""
