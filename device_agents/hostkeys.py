@@ -141,7 +141,6 @@ class _Policy(paramiko.MissingHostKeyPolicy):
                 "device's key (on the device: 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub'), "
                 f"run again with --trust-host-key {presented}", presented)
         remember(self.name, key)
-        client.get_host_keys().add(self.name, key.get_name(), key)
 
 
 def changed_error(name: str, key: paramiko.PKey, known: list[tuple[paramiko.PKey, Path]]) -> HostKeyChanged:
@@ -154,16 +153,17 @@ def changed_error(name: str, key: paramiko.PKey, known: list[tuple[paramiko.PKey
         f"reinstalled and you trust the new key, delete the old one ({fixes}) and add the agent again")
 
 
-def prepare(client: paramiko.SSHClient, host: str, port: int, trust: TrustPolicy) -> str:
-    """Load the known keys for ``host:port`` into ``client`` and install the policy.
+def prepare(client: paramiko.SSHClient, host: str, port: int, trust: TrustPolicy, alias: str | None = None) -> str:
+    """Load the known keys for ``host:port`` (or ``alias``, ssh_config's HostKeyAlias) into ``client``
+    and install the policy; returns the name keys are filed under.
 
     Loading them makes paramiko ask the server for a key type we know (as OpenSSH does) and raise
     ``BadHostKeyException`` on a mismatch; ``describe_bad_key`` turns that into a clear message.
     """
-    name = known_hosts_name(host, port)
+    name = alias or known_hosts_name(host, port)
     store = client.get_host_keys()
     for key, _ in known_keys(name):
-        store.add(name, key.get_name(), key)
+        store.add(known_hosts_name(host, port), key.get_name(), key)
     client.set_missing_host_key_policy(_Policy(name, trust))
     return name
 

@@ -31,7 +31,11 @@ _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "on
 
 
 class ExportError(RuntimeError):
-    """The exporter failed; the message ends with what it printed."""
+    """The exporter failed. ``log`` holds what it printed on the way."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
 
 
 def export_onnx(
@@ -67,7 +71,9 @@ def export_onnx(
                     verbose=verbose,
                 )
             except Exception as exc:
-                raise ExportError(f"ONNX export of {type(module).__name__} failed: {exc}\n{chatter.getvalue()}") from exc
+                summary = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise ExportError(f"ONNX export of {type(module).__name__} failed: {summary}",
+                                  chatter.getvalue()) from exc
     finally:
         module.train(training)
     model = program.model_proto
@@ -111,17 +117,20 @@ def _quiet(verbose: bool) -> Iterator[io.StringIO]:
     if verbose:
         yield chatter
         return
+    # torch attaches its own handlers to some of these loggers: swap them all for one into ``chatter``.
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
+    saved = [(logger.level, logger.propagate, logger.handlers[:]) for logger in loggers]
     handler = logging.StreamHandler(chatter)
     try:
         for logger in loggers:
-            logger.setLevel(logging.ERROR)
-            logger.addHandler(handler)
+            logger.setLevel(logging.WARNING)
+            logger.propagate = False
+            logger.handlers[:] = [handler]
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
             yield chatter
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, (level, propagate, handlers) in zip(loggers, saved):
             logger.setLevel(level)
-            logger.removeHandler(handler)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers

@@ -237,10 +237,16 @@ def objective_text(report: Report) -> str:
                      for o in report.objectives)
 
 
-def constraint_text(key: str, limit: Any) -> str:
-    what, unit = CONSTRAINT_TEXT.get(key, (key, ""))
+def constraint_text(key: str, limits: dict[str, Any]) -> str:
+    """``latency_ms@pi4`` -> ``latency on pi4 > 10 ms`` (the constraint keys ``nas study`` sets)."""
+    metric, _, agent = key.partition("@")
+    limit = limits.get(f"max_{metric}")
+    what, unit = CONSTRAINT_TEXT.get(f"max_{metric}", (metric, ""))
+    where = f" on {agent}" if agent else ""
+    if limit is None:
+        return f"{what}{where}"
     limit_text = f"{limit:,}" if isinstance(limit, int) else f"{limit:g}"
-    return f"{what} > {limit_text}{' ' + unit if unit else ''}"
+    return f"{what}{where} > {limit_text}{' ' + unit if unit else ''}"
 
 
 def count_lines(report: Report) -> list[str]:
@@ -251,8 +257,7 @@ def count_lines(report: Report) -> list[str]:
              f"{c['pareto']} on the Pareto set, {c['dominated']} dominated."]
     if c["infeasible"]:
         limits = report.constraints
-        parts = [f"{n} {constraint_text(key, limits[key]) if key in limits else key}"
-                 for key, n in c["infeasible_by"].items()]
+        parts = [f"{n} {constraint_text(key, limits)}" for key, n in c["infeasible_by"].items()]
         lines.append(f"{c['infeasible']} infeasible (not trained): " + ", ".join(parts) + ".")
     if c["failed"]:
         reasons = list(c["failed_by"].items())
@@ -399,7 +404,7 @@ def _log_scale(values: list[float]) -> bool:
 
 
 def write_png(report: Report, path: Path) -> Path:
-    """Accuracy vs latency and vs memory; Pareto points joined, others muted."""
+    """Accuracy vs latency and vs memory; Pareto points joined, others muted; one legend below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,55 +412,99 @@ def write_png(report: Report, path: Path) -> Path:
     from matplotlib.ticker import PercentFormatter
     from matplotlib.transforms import blended_transform_factory
 
+    c = report.counts
     views = _views(report)
-    fig, axes = plt.subplots(1, len(views), figsize=(6.2 * len(views), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(views), figsize=(6.2 * len(views), 5.0), squeeze=False)
+    handles: dict[str, Any] = {}
     for ax, view in zip(axes[0], views):
         groups = _points(report, view.key)
         xs = [r[view.key] for g in groups.values() for r in g]
         if _log_scale(xs):
             ax.set_xscale("log")
         if groups["untrained"]:
+            untrained = [r[view.key] for r in groups["untrained"]]
             rug = blended_transform_factory(ax.transData, ax.transAxes)
-            ax.scatter([r[view.key] for r in groups["untrained"]], [0.02] * len(groups["untrained"]),
-                       transform=rug, marker="|", s=140, color=INFEASIBLE_COLOUR, linewidths=1.5, zorder=1,
-                       label=f"infeasible, not trained ({len(groups['untrained'])}; on the axis)")
+            handles["infeasible, not trained (ticks on the x axis)"] = ax.scatter(
+                untrained, [0.025] * len(untrained), transform=rug, marker="|", s=160, color=INFEASIBLE_COLOUR,
+                linewidths=1.6, zorder=1)
+            # Points drawn in axes coordinates do not widen the x range by themselves.
+            ax.update_datalim([(x, groups["pareto"][0]["accuracy"] if groups["pareto"] else 0.5) for x in untrained],
+                              updatey=False)
         if groups["infeasible"]:
-            ax.scatter([r[view.key] for r in groups["infeasible"]], [r["accuracy"] for r in groups["infeasible"]],
-                       marker="x", s=28, color=INFEASIBLE_COLOUR, zorder=1,
-                       label=f"infeasible ({len(groups['infeasible'])})")
+            handles["infeasible, trained"] = ax.scatter(
+                [r[view.key] for r in groups["infeasible"]], [r["accuracy"] for r in groups["infeasible"]],
+                marker="x", s=28, color=INFEASIBLE_COLOUR, zorder=1)
         if groups["dominated"]:
-            ax.scatter([r[view.key] for r in groups["dominated"]], [r["accuracy"] for r in groups["dominated"]],
-                       s=26, color=DOMINATED_COLOUR, alpha=0.55, edgecolors="none", zorder=2,
-                       label=f"dominated ({len(groups['dominated'])})")
+            handles[f"dominated ({c['dominated']})"] = ax.scatter(
+                [r[view.key] for r in groups["dominated"]], [r["accuracy"] for r in groups["dominated"]],
+                s=26, color=DOMINATED_COLOUR, alpha=0.55, edgecolors="none", zorder=2)
         if groups["pareto"]:
             front = _front_in_view(groups["pareto"], view.key)
-            ax.step([r[view.key] for r in front], [r["accuracy"] for r in front], where="post",
-                    color=PARETO_COLOUR, linewidth=1.4, alpha=0.8, zorder=3, label="front in this view")
-            ax.scatter([r[view.key] for r in groups["pareto"]], [r["accuracy"] for r in groups["pareto"]],
-                       s=46, color=PARETO_COLOUR, edgecolors="white", linewidths=0.8, zorder=4,
-                       label=f"Pareto set ({len(groups['pareto'])})")
-            if len(groups["pareto"]) <= 12:
-                for r in groups["pareto"]:
-                    ax.annotate(f"#{r['trial']} {r['code'] or ''}", (r[view.key], r["accuracy"]),
-                                textcoords="offset points", xytext=(5, -10), fontsize=7, color="#333333")
+            (handles["Pareto front in this view"],) = ax.step(
+                [r[view.key] for r in front], [r["accuracy"] for r in front], where="post", color=PARETO_COLOUR,
+                linewidth=1.4, alpha=0.8, zorder=3)
+            handles[f"Pareto set over all objectives ({c['pareto']})"] = ax.scatter(
+                [r[view.key] for r in groups["pareto"]], [r["accuracy"] for r in groups["pareto"]],
+                s=46, color=PARETO_COLOUR, edgecolors="white", linewidths=0.8, zorder=4)
         if view.limit:
-            ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1, zorder=0, label=view.limit_text)
+            handles["constraint limit"] = ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1,
+                                                     zorder=0)
+            ax.annotate(view.limit_text, (view.limit, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(-3, -4), textcoords="offset points", ha="right", va="top", fontsize=7,
+                        color=LIMIT_COLOUR)
         if not xs:
-            ax.text(0.5, 0.5, "no measurements on this agent", ha="center", va="center", transform=ax.transAxes,
-                    color="#777777")
+            ax.text(0.5, 0.5, f"no measurements on {report.agent}", ha="center", va="center",
+                    transform=ax.transAxes, color="#777777")
+        ax.autoscale_view()
+        if groups["untrained"]:  # room for the ticks below the lowest point
+            low, high = ax.get_ylim()
+            ax.set_ylim(low - 0.06 * (high - low), high)
         ax.set_title(view.title, fontsize=11)
         ax.set_xlabel(view.axis)
         ax.set_ylabel("validation accuracy")
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        low, high = ax.get_ylim()
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0 if high - low > 0.05 else 1))
         ax.grid(True, color="#e5e5e5", linewidth=0.6)
         ax.set_axisbelow(True)
-        if xs:
-            ax.legend(fontsize=8, loc="lower right", frameon=True, framealpha=0.9)
-    fig.suptitle(f"{report.name}: {len(report.pareto)} Pareto trials of {report.counts['trials']}", fontsize=12)
-    fig.tight_layout()
+        if len(groups["pareto"]) <= 12:
+            _label_points(fig, ax, groups["pareto"], [r[view.key] for g in groups.values() for r in g
+                                                      if r.get("accuracy") is not None and g is not groups["untrained"]],
+                          [r["accuracy"] for g in groups.values() for r in g
+                           if r.get("accuracy") is not None and g is not groups["untrained"]], view.key)
+    title = f"{report.name}: {c['pareto']} Pareto trials of {c['trials']}"
+    fig.suptitle(title + (f" (latency and memory on {report.agent})" if len(report.agents) > 1 else ""), fontsize=12)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 3),
+                   fontsize=8.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _label_points(fig: Any, ax: Any, rows: list[dict[str, Any]], xs: list[float], ys: list[float],
+                  key: str) -> None:
+    """Label Pareto points ``#N code``; a label may not cover another label or sit near another point."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    pad = 7 * fig.dpi / 72  # keep labels this far from other points, so none reads as another's
+    points = [tuple(p) for p in ax.transData.transform(list(zip(xs, ys)))]
+    labels: list[Any] = []
+    offsets = [((5, -10), "left"), ((5, 4), "left"), ((-5, -10), "right"), ((-5, 4), "right"), ((5, -18), "left")]
+    for row in sorted(rows, key=lambda r: -r["accuracy"]):
+        own = tuple(ax.transData.transform((row[key], row["accuracy"])))
+        others = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in points
+                  if (px, py) != own]
+        for index, (offset, align) in enumerate(offsets):
+            label = ax.annotate(f"#{row['trial']} {row['code'] or ''}", (row[key], row["accuracy"]),
+                                textcoords="offset points", xytext=offset, ha=align, fontsize=7, color="#333333",
+                                zorder=5)
+            box = label.get_window_extent(renderer)
+            if index == len(offsets) - 1 or not any(box.overlaps(other) for other in labels + others):
+                labels.append(box)
+                break
+            label.remove()
 
 
 def _hover(row: dict[str, Any], report: Report) -> str:
@@ -547,9 +596,32 @@ def _table_html(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]],
 
 def _kv_html(items: dict[str, Any]) -> str:
     body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else _plain(v))}</td></tr>"
         for k, v in items.items())
     return f"<table class='kv'>{body}</table>"
+
+
+def _plain(value: Any) -> str:
+    if value is None or value == {} or value == []:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def _fingerprints_html(fingerprints: dict[str, dict[str, Any]]) -> str:
+    """One table: a row per fingerprint field, a column per agent (the latest fingerprint of each)."""
+    if not fingerprints:
+        return "<p>No measurements recorded.</p>"
+    fields = list(dict.fromkeys(key for fp in fingerprints.values() for key in fp))
+    head = "<th class='s'>field</th>" + "".join(f"<th class='s'>{html.escape(a)}</th>" for a in fingerprints)
+    body = "".join(
+        f"<tr><th class='s'>{html.escape(name)}</th>"
+        + "".join(f"<td class='s'>{html.escape(_plain(fp.get(name)))}</td>" for fp in fingerprints.values())
+        + "</tr>" for name in fields)
+    return f"<table class='kv fp'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(report: Report) -> str:
@@ -559,8 +631,7 @@ def render_html(report: Report) -> str:
     esc = html.escape
     all_columns = [("status", "status", "str"), *table_columns(report), ("infeasible / failure", "why", "str")]
     all_rows = [{**row, "why": row.get("infeasible") or row.get("fail_reason")} for row in report.trials]
-    fingerprints = "".join(f"<h3>{esc(agent)}</h3>{_kv_html(fp)}" for agent, fp in report.fingerprints.items()) \
-        or "<p>No measurements recorded.</p>"
+    fingerprints = _fingerprints_html(report.fingerprints)
     config = report.config
     settings = {key: config[key] for key in ("agents", "n_trials", "sampler", "seed", "constraints", "measure",
                                             "artifacts_dir") if key in config}
@@ -587,6 +658,7 @@ D dense. Form: the deployed form of the Toeplitz-like layers that measured faste
 Latency: median and p90 of the timed runs; memory: peak resident set (VmHWM) of the measuring process.</p>
 <details><summary>All {len(report.trials)} trials</summary>{_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>
+<p class="meta">The latest fingerprint each agent reported with its measurements.</p>
 {fingerprints}
 <h2>Search settings</h2>
 {_kv_html(settings)}

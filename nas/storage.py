@@ -40,7 +40,7 @@ def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> opt
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"heartbeat_interval": 5, "grace_period": 20} if heartbeat else {}
     if heartbeat:
-        options["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
+        options["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     return optuna.storages.RDBStorage(url, **options)
 
 

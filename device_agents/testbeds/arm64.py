@@ -25,11 +25,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from device_agents.testbeds._process import alive, descendants, kill, port_open
 
 BUILD_VERSION = "1"  # bump to rebuild cached root filesystems
 SUITE = "bookworm"
@@ -98,7 +99,7 @@ class Arm64Board:
 
     def running(self) -> bool:
         pid = self._sshd_pid()
-        return pid is not None and _alive(pid) and _port_open(BOARD_ADDR, 22, 1.0)
+        return pid is not None and alive(pid) and port_open(BOARD_ADDR, 22, 1.0)
 
     def info(self) -> dict:
         """How to reach the board (what ``nas agent add`` needs)."""
@@ -184,10 +185,10 @@ class Arm64Board:
         """Stop the sshd, unmount, delete the namespace; safe to call any time."""
         pid = self._sshd_pid()
         if pid is not None:
-            for victim in [*_descendants(pid), pid]:
-                _kill(victim, signal.SIGKILL)
+            for victim in [*descendants(pid), pid]:
+                kill(victim, signal.SIGKILL)
         for pid_text in _run(["ip", "netns", "pids", NETNS], check=False).stdout.split():
-            _kill(int(pid_text), signal.SIGKILL)
+            kill(int(pid_text), signal.SIGKILL)
         for mount in sorted(_mounts_under(self.rootfs), key=len, reverse=True):
             done = _run(["umount", mount], check=False)
             if done.returncode != 0:
@@ -229,6 +230,8 @@ class Arm64Board:
         proc = self.rootfs / "proc"
         _run(["mount", "-t", "proc", "proc", str(proc)])
         _run(["mount", "--bind", str(cpuinfo), str(proc / "cpuinfo")])
+        # onnxruntime's cpuinfo reads /sys/devices/system/cpu/{possible,present}; read-only is enough.
+        _run(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(self.rootfs / "sys")])
 
     def _network(self) -> None:
         routes = _run(["ip", "-4", "route", "show", f"{HOST_ADDR}/{PREFIX}"], check=False).stdout
@@ -248,7 +251,7 @@ class Arm64Board:
         _run(["ip", "netns", "exec", NETNS, "chroot", str(self.rootfs), "/usr/sbin/sshd", "-f", SSHD_CONFIG,
               "-E", "/" + SSHD_LOG], env=env, timeout=120)
         deadline = time.monotonic() + 90
-        while not _port_open(BOARD_ADDR, 22, 1.0):
+        while not port_open(BOARD_ADDR, 22, 1.0):
             if time.monotonic() > deadline:
                 log = (self.rootfs / SSHD_LOG).read_text()[-800:] if (self.rootfs / SSHD_LOG).exists() else ""
                 raise BoardError(f"the board's sshd did not start listening on {BOARD_ADDR}:22: {log}")
@@ -356,48 +359,12 @@ def _remove_tree(path: Path) -> None:
         _run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
 
 
-def _port_open(host: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"SSH")
-    except OSError:
-        return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
 
 
-def _descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (read from /proc), deepest last."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(0), []):
-            found.append(child)
-            queue.append(child)
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

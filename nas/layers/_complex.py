@@ -5,24 +5,26 @@ operations -- ``fft``, ``ifft``, ``mul``, ``from_real``, ``real`` -- provided by
 
 - :data:`NATIVE` works on torch complex tensors. It is what training uses: fast in eager mode and
   autograd flows through ``torch.fft``.
-- :data:`PAIRS` works on real tensors whose last dimension holds (real, imag). No complex tensor
-  reaches any op but the FFTs themselves (``view_as_complex`` right before, ``view_as_real`` right
-  after), which is the shape ``torch.onnx.export(dynamo=True)`` turns into ONNX ``DFT`` nodes.
+- :data:`PAIRS` works on real tensors holding the real and imaginary parts as two planes (a
+  dimension of size 2 before the last). No complex tensor reaches any op but the FFTs themselves
+  (``view_as_complex`` right before, ``view_as_real`` right after), which is the shape
+  ``torch.onnx.export(dynamo=True)`` turns into ONNX ``DFT`` nodes.
 
 Every product in the layer multiplies data by a constant (a spectrum or a twiddle vector). The
-constant operand of ``mul`` is *prepared* once with :meth:`prepare`: a complex tensor for
+constant operand of ``mul`` is *prepared* once with ``prepare``: a complex tensor for
 :data:`NATIVE`, and for :data:`PAIRS` the two real tensors ``(A, B)`` with ``z * c == z * A +
 swap(z) * B`` -- two multiplies and an add in the exported graph instead of splitting and
-re-stacking the pairs.
+re-stacking the planes.
 
 Index dimensions from the front (``X[:, None]``, ``.sum(2)``) so the same code is valid for both
-representations; the pair representation only adds a trailing dimension of size 2.
+representations; the plane representation only adds a dimension of size 2 before the last.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -97,27 +99,30 @@ class NativeOps:
 
 
 class PairOps:
-    """Real tensors with a trailing (real, imag) dimension; complex dtypes only inside the FFTs."""
+    """Real tensors holding complex numbers as planes: ``z[..., 0, :]`` real, ``z[..., 1, :]`` imaginary.
+
+    Complex dtypes appear only inside :meth:`fft` / :meth:`ifft`, which interleave the planes into
+    the (real, imag) pairs ONNX ``DFT`` reads and back (two ``Transpose`` nodes). Planes keep every
+    elementwise op on contiguous rows of length n: onnxruntime runs those several times faster than
+    ops that broadcast over, or swap within, a trailing pair axis.
+    """
 
     @staticmethod
     def prepare(c: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A, B)`` with ``A = re(c)[..., None]``, ``B = (-im(c), im(c))`` for complex ``c``.
-
-        Then ``z * c == z * A + swap(z) * B`` on pairs: two multiplies and an add.
-        """
-        a = c.real.unsqueeze(-1).contiguous()
-        b = torch.stack([-c.imag, c.imag], -1).contiguous()
+        """``(A, B) = ([re c, re c], [-im c, im c])`` as planes, so that ``z * c == z * A + swap(z) * B``."""
+        a = torch.stack([c.real, c.real], -2).contiguous()
+        b = torch.stack([-c.imag, c.imag], -2).contiguous()
         return a, b
 
     @staticmethod
     def prepare_scale(c: Tensor) -> Tensor:
-        """A complex constant in the form :meth:`from_real` takes: its (real, imag) pairs."""
-        return torch.view_as_real(c.resolve_conj()).contiguous()
+        """A complex constant in the form :meth:`from_real` takes: ``[re c, im c]`` as planes."""
+        return torch.stack([c.real, c.imag], -2).contiguous()
 
     @staticmethod
     def from_real(x: Tensor, c: Tensor) -> Tensor:
-        """``x * c`` for a real ``x`` of shape ``(..., n)``: pairs of shape ``(..., n, 2)``."""
-        return x.unsqueeze(-1) * c
+        """``x * c`` for a real ``x`` of shape ``(..., n)``: planes of shape ``(..., 2, n)``."""
+        return x.unsqueeze(-2) * c
 
     @staticmethod
     def mul(z: Tensor, c: tuple[Tensor, Tensor]) -> Tensor:
@@ -127,19 +132,24 @@ class PairOps:
     @staticmethod
     def swap(z: Tensor) -> Tensor:
         """(real, imag) -> (imag, real)."""
-        return torch.flip(z, dims=(-1,))
+        return torch.flip(z, dims=(-2,))
 
     @staticmethod
     def fft(z: Tensor) -> Tensor:
-        return torch.view_as_real(torch.fft.fft(torch.view_as_complex(z.contiguous())))
+        return PairOps._dft(z, torch.fft.fft)
 
     @staticmethod
     def ifft(z: Tensor) -> Tensor:
-        return torch.view_as_real(torch.fft.ifft(torch.view_as_complex(z.contiguous())))
+        return PairOps._dft(z, torch.fft.ifft)
+
+    @staticmethod
+    def _dft(z: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
+        pairs = z.transpose(-1, -2).contiguous()
+        return torch.view_as_real(transform(torch.view_as_complex(pairs))).transpose(-1, -2)
 
     @staticmethod
     def real(z: Tensor) -> Tensor:
-        return z[..., 0]
+        return z[..., 0, :]
 
 
 NATIVE = NativeOps()

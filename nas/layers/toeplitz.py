@@ -56,8 +56,13 @@ def toeplitz_apply(
     xf = ops.fft(ops.from_real(x, d_in))  # fft(D x): b FFTs
     u = ops.ifft(ops.mul(xf[:, None, None], hh))  # skew-circulant products, (b, blocks, r, n): r b FFTs
     u = ops.fft(ops.mul(u, d_out))  # back to the circulant frequency domain: r b FFTs
-    y = ops.ifft(ops.mul(u, gg).sum(2))  # sum over generators, then b FFTs per block
+    y = ops.ifft(_sum_generators(ops.mul(u, gg)))  # sum over generators, then b FFTs per block
     return ops.real(y).flatten(1)
+
+
+def _sum_generators(z: Tensor) -> Tensor:
+    # The rank is static: for r = 1 a squeeze (a view; no ReduceSum node in ONNX) does it.
+    return z.squeeze(2) if z.shape[2] == 1 else z.sum(2)
 
 
 class ToeplitzLike(nn.Module):

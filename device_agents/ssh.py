@@ -1,0 +1,517 @@
+"""The SSH agent: measure on a board or phone reached over SSH (paramiko).
+
+One persistent connection per agent (TCP and SSH keep-alives), models uploaded once by SFTP under
+their content hash and verified on the device by the runner (``--sha256``), the runner itself
+deployed under its own hash. Every remote command is one ``shlex``-quoted argv with a timeout, and
+nothing is written outside the agent's work dir. A dropped connection is re-established with
+exponential backoff and the operation retried; a device still unreachable ``down_timeout`` seconds
+after the first failure raises ``AgentUnreachable`` with the last reason.
+
+Work dir layout on the device::
+
+    WORKDIR/runner-<sha12>.py     the runner, one file per version
+    WORKDIR/models/<sha256>.onnx  uploaded models
+    WORKDIR/device.lock           the runner's flock: one measurement at a time per device
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import posixpath
+import secrets
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from device_agents import hostkeys
+from device_agents.base import (
+    RUNNER_PATH,
+    Agent,
+    AgentError,
+    AgentUnreachable,
+    DeviceError,
+    MeasureSettings,
+    file_sha256,
+    parse_runner_output,
+)
+
+DEFAULT_WORKDIR = ".nas-agent"  # relative to the login's home directory
+DEFAULT_PYTHON = "python3"
+
+
+class AgentAuthError(AgentError):
+    """The device refused our credentials; retrying would not help."""
+
+
+class _ConnectionLost(Exception):
+    """The connection failed or dropped; the operation may be retried after reconnecting."""
+
+
+@dataclass
+class SSHTarget:
+    """Where a device is and how to run things on it: what the registry stores (no secrets)."""
+
+    host: str
+    port: int | None = None  # None: from ~/.ssh/config, else 22
+    user: str | None = None  # None: from ~/.ssh/config, else the local user name
+    key: str | None = None  # private key file; None: ~/.ssh/config, ssh-agent, default keys
+    python: str = DEFAULT_PYTHON
+    workdir: str = DEFAULT_WORKDIR
+    threads: int | None = None  # None: the measurement settings decide
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SSHTarget:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass
+class _Resolved:
+    hostname: str
+    port: int
+    user: str
+    keys: list[str]
+    proxy: str | None
+    hostkey_alias: str | None
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def resolve(target: SSHTarget) -> _Resolved:
+    """Apply ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand, HostKeyAlias);
+    options given explicitly win."""
+    entry: dict[str, Any] = {}
+    config_path = Path(os.path.expanduser("~/.ssh/config"))
+    if config_path.is_file():
+        try:
+            entry = paramiko.SSHConfig.from_path(str(config_path)).lookup(target.host)
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            raise AgentError(f"cannot read {config_path}: {exc}") from exc
+    keys = [target.key] if target.key else [k for k in entry.get("identityfile", []) if Path(k).expanduser().exists()]
+    keys = [str(Path(k).expanduser()) for k in keys]
+    for key in keys:
+        if not Path(key).is_file():
+            raise AgentError(f"SSH key {key} does not exist")
+    return _Resolved(
+        hostname=entry.get("hostname", target.host),
+        port=int(target.port or entry.get("port", 22)),
+        user=target.user or entry.get("user") or getpass.getuser(),
+        keys=keys,
+        proxy=entry.get("proxycommand") if str(entry.get("proxycommand", "none")).lower() != "none" else None,
+        hostkey_alias=entry.get("hostkeyalias"),
+    )
+
+
+def install_hint(python: str, what: str = "onnxruntime numpy") -> str:
+    return (f"install it on the device with '{python} -m pip install {what}' (in a venv on Raspberry Pi OS / "
+            "Debian; see docs/agents.md for Termux), or pass --python with an interpreter that has it")
+
+
+class SSHAgent(Agent):
+    """Measures on a device over one persistent SSH connection."""
+
+    def __init__(
+        self,
+        name: str,
+        target: SSHTarget,
+        trust: hostkeys.TrustPolicy | None = None,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 120.0,
+        down_timeout: float = 300.0,
+        keepalive: float = 10.0,
+        on_contact: Callable[[str, str | None], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.trust = trust or hostkeys.TrustPolicy()
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.down_timeout = down_timeout
+        self.keepalive = keepalive
+        self.on_contact = on_contact
+        self.log = log or (lambda message: sys.stderr.write(message + "\n"))
+        self._lock = threading.RLock()  # connection state and SFTP
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._resolved: _Resolved | None = None
+        self._workdir: str | None = None
+        self._runner: str | None = None
+        self._uploaded: set[str] = set()
+        self._fingerprint: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"SSHAgent({self.name!r}, {self.target.host!r})"
+
+    # --- connection -----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        resolved = self._resolved or resolve(self.target)
+        return resolved.address
+
+    @property
+    def workdir(self) -> str:
+        self._ensure_connected()
+        assert self._workdir is not None
+        return self._workdir
+
+    def _connect(self) -> None:
+        resolved = self._resolved = resolve(self.target)
+        client = paramiko.SSHClient()
+        known_name = hostkeys.prepare(client, resolved.hostname, resolved.port, self.trust, resolved.hostkey_alias)
+        try:
+            sock = self._socket(resolved)
+            client.connect(
+                resolved.hostname, resolved.port, username=resolved.user, key_filename=resolved.keys or None,
+                timeout=self.connect_timeout, banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout, allow_agent=True, look_for_keys=not resolved.keys, sock=sock,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise hostkeys.describe_bad_key(known_name, exc) from None
+        except hostkeys.HostKeyError:
+            client.close()
+            raise
+        except paramiko.PasswordRequiredException as exc:
+            client.close()
+            raise AgentAuthError(f"agent {self.name}: the SSH key {', '.join(resolved.keys)} is encrypted; "
+                                 f"load it into ssh-agent (ssh-add) and try again ({exc})") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            keys = ", ".join(resolved.keys) if resolved.keys else "ssh-agent and ~/.ssh/id_* keys"
+            raise AgentAuthError(
+                f"agent {self.name}: {resolved.address} refused our SSH key ({keys}): {exc}. Put the public key "
+                f"in ~{resolved.user}/.ssh/authorized_keys on the device (ssh-copy-id) or pass --key PATH") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            raise _ConnectionLost(f"cannot connect to {resolved.address}: {_describe(exc)}") from None
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(max(1, int(self.keepalive)))
+        self._client = client
+        try:
+            self._sftp = client.open_sftp()
+            self._sftp.get_channel().settimeout(self.command_timeout)
+            home = self._sftp.normalize(".")
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._disconnect()
+            raise _ConnectionLost(f"SFTP to {resolved.address} failed: {_describe(exc)}") from None
+        self._workdir = _absolute(self.target.workdir, home)
+
+    def _socket(self, resolved: _Resolved) -> Any:
+        """A TCP socket with keep-alive and a user timeout, so a vanished device drops the connection
+        within about a minute instead of the kernel's 15; or the ProxyCommand's pipe."""
+        if resolved.proxy:
+            return paramiko.ProxyCommand(resolved.proxy)
+        sock = socket.create_connection((resolved.hostname, resolved.port), timeout=self.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(max(self.keepalive * 3, 30) * 1000))
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 15)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+        return sock
+
+    def _ensure_connected(self) -> None:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                self._disconnect()
+                self._connect()
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            for closable in (self._sftp, self._client):
+                if closable is not None:
+                    try:
+                        closable.close()
+                    except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+                        pass
+            self._sftp = self._client = None
+            self._runner = None
+            self._uploaded.clear()
+
+    def close(self) -> None:
+        self._disconnect()
+
+    def _retrying(self, operation: Callable[[], Any]) -> tuple[Any, int]:
+        """Run ``operation`` (re)connecting as needed; (result, attempts)."""
+        attempts, delay, deadline, reason = 0, 0.5, None, ""
+        while True:
+            attempts += 1
+            try:
+                self._ensure_connected()
+                result = operation()
+                self._contact("ok", None)
+                return result, attempts
+            except _ConnectionLost as exc:
+                self._disconnect()
+                reason = str(exc)
+                now = time.monotonic()
+                deadline = deadline or now + self.down_timeout
+                if now + delay > deadline:
+                    message = (f"agent {self.name}: device {self.address} unreachable for {self.down_timeout:.0f} s "
+                               f"after {attempts} attempts; last error: {reason}")
+                    self._contact("unreachable", reason)
+                    raise AgentUnreachable(message) from None
+                self.log(f"agent {self.name}: {reason}; reconnecting in {delay:.1f} s")
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+            except AgentError as exc:
+                self._contact("error" if not isinstance(exc, AgentAuthError) else "auth", str(exc))
+                raise
+
+    def _contact(self, state: str, detail: str | None) -> None:
+        if self.on_contact is not None:
+            try:
+                self.on_contact(state, detail)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail a measurement
+                self.log(f"agent {self.name}: could not record its state: {exc}")
+
+    # --- remote commands ------------------------------------------------------------------------
+
+    def _exec(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        """Run one quoted command; (exit status, stdout, stderr). -1: killed by a signal."""
+        client = self._client
+        transport = client.get_transport() if client else None
+        if transport is None or not transport.is_active():
+            raise _ConnectionLost("the connection closed")
+        command = shlex.join(argv)
+        out, err = bytearray(), bytearray()
+        try:
+            channel = transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            deadline = time.monotonic() + timeout
+            while True:
+                busy = False
+                while channel.recv_ready():
+                    out += channel.recv(1 << 16)
+                    busy = True
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                    busy = True
+                if channel.closed or (channel.exit_status_ready() and channel.eof_received):
+                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                        break
+                    continue
+                if not transport.is_active():
+                    raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise AgentError(f"agent {self.name}: '{argv[0]} ...' took longer than {timeout:.0f} s on the "
+                                     "device; raise the agent's command timeout or check the device")
+                if not busy:
+                    channel.status_event.wait(0.005)
+            status = channel.exit_status if channel.exit_status_ready() else -1
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise _ConnectionLost(f"the connection to {self.address} failed: {_describe(exc)}") from None
+        if status == -1:
+            # Closed without an exit status: the connection died, or the process was killed.
+            grace = time.monotonic() + 2.0
+            while transport.is_active() and time.monotonic() < grace:
+                time.sleep(0.05)
+            if not transport.is_active():
+                raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
+        return status, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def _sftp_call(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            if self._sftp is None:
+                raise _ConnectionLost("the connection closed")
+            try:
+                return function(self._sftp, *args)
+            except FileNotFoundError:
+                raise
+            except PermissionError as exc:
+                raise DeviceError(f"agent {self.name}: no permission to {what} on the device ({exc}); "
+                                  "choose a writable --workdir", "workdir") from None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if self._client and self._client.get_transport() and self._client.get_transport().is_active():
+                    raise DeviceError(f"agent {self.name}: could not {what} on the device: {_describe(exc)}",
+                                      "workdir") from None
+                raise _ConnectionLost(f"SFTP to {self.address} failed: {_describe(exc)}") from None
+
+    def _makedirs(self, path: str) -> None:
+        def mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
+            parts = path.split("/")
+            for depth in range(2, len(parts) + 1):
+                prefix = "/".join(parts[:depth])
+                try:
+                    sftp.stat(prefix)
+                except FileNotFoundError:
+                    sftp.mkdir(prefix, 0o755)
+
+        self._sftp_call(f"create {path}", mkdirs, path)
+
+    def _put(self, local: Path, remote: str) -> None:
+        """Upload to a temporary name in the same folder, then rename: never a half-written file."""
+        partial = f"{remote}.part-{secrets.token_hex(4)}"
+
+        def put(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.put(str(local), partial, confirm=True)
+                sftp.posix_rename(partial, remote)
+            except Exception:
+                try:
+                    sftp.remove(partial)
+                except (OSError, paramiko.SSHException):
+                    pass
+                raise
+
+        self._sftp_call(f"upload {local.name}", put)
+
+    def _exists(self, remote: str, size: int | None = None) -> bool:
+        def stat(sftp: paramiko.SFTPClient) -> bool:
+            try:
+                attrs = sftp.stat(remote)
+            except FileNotFoundError:
+                return False
+            return size is None or attrs.st_size == size
+
+        return self._sftp_call(f"check {remote}", stat)
+
+    def _deploy_runner(self) -> str:
+        if self._runner is None:
+            digest = file_sha256(RUNNER_PATH)
+            remote = posixpath.join(self.workdir, f"runner-{digest[:12]}.py")
+            self._makedirs(posixpath.join(self.workdir, "models"))
+            if not self._exists(remote, RUNNER_PATH.stat().st_size):
+                self._put(RUNNER_PATH, remote)
+            self._runner = remote
+        return self._runner
+
+    def _upload(self, model: Path, digest: str) -> str:
+        remote = posixpath.join(self.workdir, "models", f"{digest}.onnx")
+        if digest not in self._uploaded:
+            self._deploy_runner()
+            if not self._exists(remote, model.stat().st_size):
+                self._put(model, remote)
+            self._uploaded.add(digest)
+        return remote
+
+    def _runner_call(self, args: list[str], timeout: float) -> dict[str, Any]:
+        runner = self._deploy_runner()
+        lock = posixpath.join(self.workdir, "device.lock")
+        python = self.target.python
+        status, out, err = self._exec([python, runner, "--lock", lock, *args], timeout)
+        if status == 127 or (status != 0 and not out.strip() and "not found" in err):
+            raise DeviceError(
+                f"agent {self.name}: no Python at '{python}' on the device ({err.strip()[-200:]}): install Python "
+                "3.8+ (Raspberry Pi OS / Debian: sudo apt install python3 python3-venv; Termux: pkg install python) "
+                "or pass --python PATH", "python_missing")
+        if status == -1:
+            raise DeviceError(f"agent {self.name}: the runner was killed on the device (out of memory?) "
+                              f"{err.strip()[-300:]}", "killed")
+        if not out.strip():
+            raise DeviceError(f"agent {self.name}: '{python}' printed no result (exit {status}): "
+                              f"{err.strip()[-300:]} (is it Python 3.8 or newer?)", "internal")
+        return parse_runner_output(out, self.name)
+
+    # --- the Agent interface --------------------------------------------------------------------
+
+    def probe(self, dft_model: Path | None = None) -> dict[str, Any]:
+        """Fingerprint the device; with ``dft_model`` (default: the built-in probe) whether DFT runs."""
+        if dft_model is None:
+            from device_agents.probe_models import probe_models
+
+            dft_model = probe_models()[0]
+        digest = file_sha256(dft_model)
+
+        def operation() -> dict[str, Any]:
+            remote = self._upload(dft_model, digest)
+            return self._runner_call(["--probe", "--model", remote], self.command_timeout)
+
+        result, _ = self._retrying(operation)
+        self._fingerprint = result["fingerprint"]
+        return result
+
+    def settings_for(self, settings: MeasureSettings) -> MeasureSettings:
+        """The settings actually used: the agent's thread count, when registered with one, wins."""
+        if self.target.threads and settings.threads != self.target.threads:
+            return dataclasses.replace(settings, threads=self.target.threads)
+        return settings
+
+    def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
+        model = Path(model)
+        settings = self.settings_for(settings)
+        digest = file_sha256(model)
+        timeout = max(self.command_timeout, settings.max_seconds + self.command_timeout)
+        started = time.monotonic()
+
+        def operation() -> dict[str, Any]:
+            remote = self._upload(model, digest)
+            args = ["--model", remote, "--sha256", digest, *settings.runner_args()]
+            try:
+                return self._runner_call(args, timeout)
+            except DeviceError as exc:
+                if exc.kind != "model_corrupt":
+                    raise
+            self.log(f"agent {self.name}: {model.name} arrived damaged; uploading it again")
+            self._sftp_call("remove a damaged model", lambda sftp: sftp.remove(remote))
+            self._uploaded.discard(digest)
+            remote = self._upload(model, digest)
+            return self._runner_call(args, timeout)
+
+        result, attempts = self._retrying(operation)
+        self._fingerprint = result.get("fingerprint", self._fingerprint)
+        result["attempts"] = attempts
+        result["host_wall_s"] = time.monotonic() - started
+        return result
+
+    def run_checked(self, argv: list[str], timeout: float | None = None) -> str:
+        """Run a quoted command on the device (with reconnects); its stdout, or a DeviceError."""
+
+        def operation() -> str:
+            status, out, err = self._exec(argv, timeout or self.command_timeout)
+            if status != 0:
+                raise DeviceError(f"agent {self.name}: {shlex.join(argv)} failed ({status}): {err.strip()[-300:]}")
+            return out
+
+        return self._retrying(operation)[0]
+
+
+def require_runtime(agent: SSHAgent, probe: dict[str, Any]) -> None:
+    """A DeviceError saying what to install when the device lacks numpy or onnxruntime."""
+    fingerprint = probe["fingerprint"]
+    python = agent.target.python
+    if not fingerprint.get("onnxruntime"):
+        raise DeviceError(f"agent {agent.name}: onnxruntime is not installed for {python} on the device: "
+                          + install_hint(python), "onnxruntime_missing")
+    if not fingerprint.get("numpy"):
+        raise DeviceError(f"agent {agent.name}: numpy is not installed for {python} on the device: "
+                          + install_hint(python, "numpy"), "numpy_missing")
+
+
+def _absolute(workdir: str, home: str) -> str:
+    if workdir in ("~", ""):
+        return home
+    if workdir.startswith("~/"):
+        workdir = workdir[2:]
+    return posixpath.normpath(workdir if workdir.startswith("/") else posixpath.join(home, workdir))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"timed out ({text or 'no answer'})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

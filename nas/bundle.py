@@ -1,0 +1,423 @@
+"""Pick a trial and write a deployable bundle; load a bundled model back.
+
+``choose`` finds the trial: the one asked for (``--trial N``), or the most accurate trained trial
+that meets the latency/memory limits on an agent. ``write_bundle`` writes, into one folder:
+
+``model.onnx``    the trained model in the deployed form that measured fastest on the agent
+``model.pt``      the trained weights (``state_dict`` of the model ``build_model(arch)`` makes)
+``arch.json``     the architecture spec (``nas.spec.ArchSpec``)
+``metrics.json``  accuracy, the check of ONNX against PyTorch, per-agent measurements, fingerprints
+``README.md``     how to run the model with onnxruntime on the device
+
+Nothing is written unless the ONNX model's outputs match PyTorch's on the validation data.
+``load_model(arch_path, weights_path)`` rebuilds the trained ``nn.Module`` from the two files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from device_agents.base import file_sha256
+from nas.errors import UserError
+from nas.model import build_model, deployed
+from nas.pareto import dominates, is_feasible, pareto_front
+from nas.records import TrialRecord
+from nas.spec import ArchSpec
+from nas.storage import artifact_store, study_config, study_dir
+
+__all__ = ["Choice", "choose", "load_model", "write_bundle"]
+
+BUNDLE_FILES = ("model.onnx", "model.pt", "arch.json", "metrics.json", "README.md")
+# ONNX and PyTorch compute the same function in a different order (FFTs in particular): allow float32
+# rounding relative to the size of the logits.
+RTOL = 1e-4
+ATOL = 1e-4
+
+
+@dataclass
+class Choice:
+    """The picked trial, on which agent, and what the user should know about the choice."""
+
+    trial: FrozenTrial
+    record: TrialRecord
+    agent: str
+    on_front: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def form(self) -> str:
+        return self.record.attrs.get("winner", {}).get(self.agent) or (self.record.spec.form if self.record.spec
+                                                                       else "-")
+
+
+def load_model(arch_path: str | Path, weights_path: str | Path) -> nn.Module:
+    """The trained model of a bundle: ``arch.json`` rebuilt by ``build_model``, ``model.pt`` loaded.
+
+    Returns the training-time form (in eval mode, on the CPU); ``nas.model.deployed(model, spec)``
+    gives the form that ``model.onnx`` holds. Both compute the same function.
+    """
+    spec = ArchSpec.from_json(Path(arch_path).read_text())
+    model = build_model(spec)
+    state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights_path} does not hold weights for the architecture in {arch_path} "
+                         f"({spec.code}, {spec.widths}): {str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing
+
+
+def _describe(record: TrialRecord, agent: str) -> str:
+    code = record.attrs.get("code") or (record.spec.code if record.spec else "?")
+    parts = [f"trial {record.number} ({code}"]
+    if record.attrs.get("accuracy") is not None:
+        parts.append(f", accuracy {100 * record.attrs['accuracy']:.2f}%")
+    if record.latency_ms(agent) is not None:
+        parts.append(f", {record.latency_ms(agent):.3g} ms")
+    if record.peak_mb(agent) is not None:
+        parts.append(f", {record.peak_mb(agent):.1f} MiB")
+    return "".join(parts) + ")"
+
+
+def _agent(config: dict[str, Any], study: optuna.Study, agent: str | None) -> str:
+    agents = list(config.get("agents") or [])
+    if agent is None:
+        if not agents:
+            raise UserError(f"study {study.study_name!r} records no agents")
+        return agents[0]
+    if agent not in agents:
+        raise UserError(f"study {study.study_name!r} was not measured on agent {agent!r}; "
+                        f"its agents: {', '.join(agents)}")
+    return agent
+
+
+def _dominator(trial: FrozenTrial, study: optuna.Study, front: list[FrozenTrial]) -> FrozenTrial | None:
+    return next((other for other in front if dominates(other.values, trial.values, study.directions)), None)
+
+
+def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float | None = None,
+           max_memory_mb: float | None = None, agent: str | None = None) -> Choice:
+    """The trial to bundle: ``trial`` itself, or the most accurate trained trial within the limits."""
+    config = study_config(study)
+    agent = _agent(config, study, agent)
+    front = pareto_front(study)
+    on_front = {t.number for t in front}
+    if trial is not None:
+        return _choose_number(study, trial, agent, front)
+    if max_latency_ms is None and max_memory_mb is None:
+        raise UserError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-memory-mb Y)")
+
+    limits = [(what, limit, unit, getter) for what, limit, unit, getter in (
+        ("latency", max_latency_ms, "ms", lambda r: r.latency_ms(agent)),
+        ("peak memory", max_memory_mb, "MiB", lambda r: r.peak_mb(agent)),
+    ) if limit is not None]
+    wanted = " and ".join(f"{what} <= {limit:g} {unit}" for what, limit, unit, _ in limits) + f" on {agent}"
+    candidates = [(t, TrialRecord.from_trial(t)) for t in study.get_trials(deepcopy=False)
+                  if is_feasible(t) and t.user_attrs.get("trained") is not False
+                  and t.user_attrs.get("accuracy") is not None]
+    if not candidates:
+        raise UserError(f"study {study.study_name!r} has no trained feasible trial yet "
+                        f"({len(study.trials)} trials); run 'nas study resume {study.study_name}'")
+    meeting, misses = [], {}
+    for frozen, record in candidates:
+        problems = []
+        for what, limit, unit, getter in limits:
+            value = getter(record)
+            if value is None:
+                problems.append((math.inf, f"not measured on {agent}"))
+            elif value > limit:
+                problems.append(((value - limit) / limit,
+                                 f"{what} {value:.3g} {unit} > {limit:g} {unit}, {value - limit:.3g} {unit} "
+                                 f"({100 * (value - limit) / limit:.0f}%) over"))
+        if problems:
+            misses[frozen.number] = problems
+        else:
+            meeting.append((frozen, record))
+    if not meeting:
+        frozen, record = min(candidates, key=lambda c: (max(p[0] for p in misses[c[0].number]),
+                                                        -c[1].attrs["accuracy"]))
+        worst = "; ".join(text for _, text in misses[frozen.number])
+        raise UserError(f"no trained trial meets {wanted} ({len(candidates)} checked); "
+                        f"closest: {_describe(record, agent)}: {worst}")
+    frozen, record = max(meeting, key=lambda c: (c[1].attrs["accuracy"], c[0].number in on_front,
+                                                 -(c[1].latency_ms(agent) or math.inf), -c[0].number))
+    notes = [f"meets {wanted}"]
+    excluded = [(t, r) for t, r in candidates if t.number in on_front and t.number in misses]
+    for t, r in sorted(excluded, key=lambda c: -c[1].attrs["accuracy"]):
+        notes.append(f"excluded {_describe(r, agent)}: " + "; ".join(text for _, text in misses[t.number]))
+    if frozen.number not in on_front:
+        notes.append(f"trial {frozen.number} is not on the Pareto set over the study's objectives: every more "
+                     "accurate trial misses the limits")
+    return Choice(frozen, record, agent, frozen.number in on_front, notes)
+
+
+def _choose_number(study: optuna.Study, number: int, agent: str, front: list[FrozenTrial]) -> Choice:
+    trials = study.get_trials(deepcopy=False)
+    found = next((t for t in trials if t.number == number), None)
+    if found is None:
+        span = f"trials 0-{trials[-1].number}" if trials else "no trials"
+        raise UserError(f"study {study.study_name!r} has no trial {number} ({span})")
+    record = TrialRecord.from_trial(found)
+    if found.state != TrialState.COMPLETE:
+        reason = found.user_attrs.get("fail_reason")
+        raise UserError(f"trial {number} did not complete (state {found.state.name}"
+                        f"{': ' + reason if reason else ''}); pick a complete trial ('nas report "
+                        f"{study.study_name}' lists them)")
+    if found.user_attrs.get("infeasible") or not found.user_attrs.get("artifacts"):
+        why = "; ".join(found.user_attrs.get("infeasible") or []) or "it has no stored weights"
+        raise UserError(f"trial {number} was not trained: {why}")
+    if agent not in found.user_attrs.get("winner", {}):
+        raise UserError(f"trial {number} was not measured on agent {agent!r}")
+    notes = []
+    on_front = any(t.number == number for t in front)
+    if not on_front and is_feasible(found):
+        dominator = _dominator(found, study, front)
+        if dominator is not None:
+            notes.append(f"trial {number} is not on the Pareto set: trial {dominator.number} is at least as good "
+                         "on every objective")
+    return Choice(found, record, agent, on_front, notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the bundle
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    metrics: dict[str, Any]
+
+
+def default_folder(name: str, trial: int) -> Path:
+    return study_dir(name) / "bundles" / f"trial-{trial}"
+
+
+def _onnx_outputs(path: Path, X: np.ndarray) -> tuple[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return name, session.run(None, {name: X})[0]
+
+
+def check_onnx(model: nn.Module, onnx_path: Path, X: torch.Tensor) -> tuple[dict[str, Any], np.ndarray]:
+    """Compare the ONNX file's outputs with the PyTorch model's on ``X``; raise if they differ.
+
+    Returns the comparison's figures and the ONNX outputs.
+    """
+    with torch.no_grad():
+        expected = model.eval()(X).numpy()
+    input_name, got = _onnx_outputs(onnx_path, X.numpy().astype(np.float32))
+    if got.shape != expected.shape:
+        raise UserError(f"the ONNX model's output has shape {got.shape}, PyTorch's {expected.shape}; "
+                        "bundle not written")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    tolerance = ATOL + RTOL * float(np.max(np.abs(expected))) if expected.size else ATOL
+    agreement = float(np.mean(got.argmax(1) == expected.argmax(1))) if got.size else 1.0
+    if not diff <= tolerance:
+        raise UserError(f"the ONNX model's outputs differ from PyTorch's by up to {diff:.3g} on {len(X)} "
+                        f"validation samples (tolerance {tolerance:.3g}); bundle not written")
+    return {"samples": int(len(X)), "max_abs_diff": diff, "tolerance": tolerance, "argmax_agreement": agreement,
+            "input_name": input_name}, got
+
+
+def _measurement_summary(record: TrialRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for agent, forms in (record.attrs.get("measurements") or {}).items():
+        out[agent] = {"winner": record.attrs.get("winner", {}).get(agent), "forms": {}}
+        for form, result in forms.items():
+            latency = result.get("latency_ms", {})
+            peak_kb = result.get("memory_kb", {}).get("after_runs", {}).get("peak_kb")
+            out[agent]["forms"][form] = {
+                "median_ms": latency.get("median"), "p90_ms": latency.get("p90"), "min_ms": latency.get("min"),
+                "iqr_ms": latency.get("iqr"), "runs": latency.get("count"), "session_ms": result.get("session_ms"),
+                "peak_mb": None if peak_kb is None else peak_kb / 1024.0,
+            }
+    return out
+
+
+def _fingerprints(record: TrialRecord) -> dict[str, Any]:
+    out = {}
+    for agent, forms in (record.attrs.get("measurements") or {}).items():
+        winner = record.attrs.get("winner", {}).get(agent)
+        result = forms.get(winner) or next(iter(forms.values()), {})
+        if result.get("fingerprint"):
+            out[agent] = result["fingerprint"]
+    return out
+
+
+def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs: int | None = None,
+                 form: str | None = None) -> Bundle:
+    """Check and write the bundle of ``choice`` into ``out``; ``form`` overrides the winning form."""
+    from nas.data import load_dataset
+    from nas.export import export_onnx
+    from nas.space import space_from_dict
+    from nas.train import accuracy, train
+
+    config = study_config(study)
+    record = choice.record
+    form = form or choice.form
+    spec = record.spec.with_form(form) if form in ("fft", "dense") else record.spec
+    space = space_from_dict(config["space"])
+    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    if data.in_features != spec.in_features:
+        raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial {record.number} "
+                        f"expects {spec.in_features}")
+    store = artifact_store(study)
+    artifacts = record.attrs.get("artifacts") or {}
+    model = build_model(spec)
+    model.load_state_dict(torch.load(store.path(artifacts["weights"]), map_location="cpu", weights_only=True))
+    model.eval()
+    search_accuracy = record.attrs.get("accuracy")
+    retrain = None
+    if retrain_epochs:
+        training = space.training
+        model = build_model(spec, seed=training.seed)
+        result = train(model, data, epochs=retrain_epochs, batch_size=training.batch_size,
+                       optimizer=training.optimizer, learning_rate=training.learning_rate,
+                       weight_decay=training.weight_decay, seed=training.seed)
+        model.eval()
+        retrain = {"epochs": retrain_epochs, "accuracy": result.accuracy, "seconds": result.seconds,
+                   "search_epochs": record.attrs.get("epochs"), "search_accuracy": search_accuracy}
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:
+        staging = Path(tmp)
+        onnx_path = staging / "model.onnx"
+        stored = (artifacts.get("onnx") or {}).get(form)
+        if stored and not retrain:
+            shutil.copyfile(store.path(stored), onnx_path)
+        else:
+            export_onnx(deployed(model, spec), spec.in_features, onnx_path)
+        check, onnx_logits = check_onnx(model, onnx_path, data.X_val)
+        onnx_accuracy = float(np.mean(onnx_logits.argmax(1) == data.y_val.numpy()))
+        torch.save(model.state_dict(), staging / "model.pt")
+        (staging / "arch.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+        metrics = {
+            "schema": 1,
+            "study": study.study_name,
+            "trial": record.number,
+            "code": spec.code,
+            "widths": spec.widths,
+            "form": spec.form,
+            "agent": choice.agent,
+            "pareto": choice.on_front,
+            "notes": choice.notes,
+            "params": sum(p.numel() for p in model.parameters()),
+            "onnx_bytes": onnx_path.stat().st_size,
+            "onnx_sha256": file_sha256(onnx_path),
+            "accuracy": {"search": search_accuracy, "bundle": accuracy(model, data.X_val, data.y_val),
+                         "onnx": onnx_accuracy},
+            "retrain": retrain,
+            "onnx_check": check,
+            "measurements": _measurement_summary(record),
+            "fingerprints": _fingerprints(record),
+            "input": {"name": check["input_name"], "shape": ["batch", spec.in_features], "dtype": "float32"},
+            "output": {"shape": ["batch", spec.num_classes], "meaning": "class logits (argmax = class)"},
+            "data": config["space"].get("data"),
+            "training": config["space"].get("training"),
+            "measure": config.get("measure"),
+        }
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / "README.md").write_text(bundle_readme(metrics))
+        out.mkdir(parents=True, exist_ok=True)
+        for name in BUNDLE_FILES:
+            (staging / name).replace(out / name)
+    return Bundle(out, metrics)
+
+
+_PREPROCESSING = {
+    "digits": "scikit-learn's 8x8 digits, flattened to 64 values and divided by 16 (range 0-1)",
+    "mnist": "28x28 MNIST images, flattened to 784 values and divided by 255 (range 0-1)",
+}
+
+
+def bundle_readme(metrics: dict[str, Any]) -> str:
+    """The bundle's README: what it is, its figures, how to run it with onnxruntime."""
+    agent = metrics["agent"]
+    measured = metrics["measurements"].get(agent, {}).get("forms", {}).get(metrics["form"]) \
+        or next(iter(metrics["measurements"].get(agent, {}).get("forms", {}).values()), {})
+    dataset = (metrics.get("data") or {}).get("dataset", "?")
+    prep = _PREPROCESSING.get(dataset.split(":")[0], f"preprocessed exactly like the training data ({dataset})")
+    threads = (metrics.get("measure") or {}).get("threads", 1)
+    n_in = metrics["input"]["shape"][1]
+    acc = metrics["accuracy"]
+    lines = [
+        f"# {metrics['study']}, trial {metrics['trial']}: `{metrics['code']}` ({metrics['widths']})",
+        "",
+        f"An MLP with layers `{metrics['code']}` (T*r*: Toeplitz-like of displacement rank *r*, L*k*: low-rank *k*, "
+        f"D: dense), {metrics['params']:,} parameters, picked from study `{metrics['study']}`.",
+        "",
+        f"- validation accuracy: {100 * acc['onnx']:.2f}% (ONNX file), {100 * acc['search']:.2f}% at search time"
+        if acc.get("search") is not None else f"- validation accuracy: {100 * acc['onnx']:.2f}% (ONNX file)",
+    ]
+    if metrics.get("retrain"):
+        r = metrics["retrain"]
+        lines.append(f"- retrained from scratch for {r['epochs']} epochs (search: {r['search_epochs']}): "
+                     f"{100 * r['accuracy']:.2f}%")
+    if measured:
+        lines.append(f"- on `{agent}`: median {measured['median_ms']:.3g} ms, p90 {measured['p90_ms']:.3g} ms, peak "
+                     f"memory {measured['peak_mb']:.1f} MiB (batch {(metrics.get('measure') or {}).get('batch', 1)}, "
+                     f"{threads} thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
+    form_note = {"fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",
+                 "dense": "the Toeplitz-like layers materialised as dense matrices (plain `Gemm`)"}.get(
+        metrics["form"], "no Toeplitz-like layers")
+    lines += [
+        f"- deployed form: `{metrics['form']}`, {form_note}, the faster one on `{agent}`",
+        f"- ONNX checked against PyTorch on {metrics['onnx_check']['samples']} validation samples: max abs "
+        f"difference {metrics['onnx_check']['max_abs_diff']:.2g}",
+        "",
+        "## Files",
+        "",
+        "- `model.onnx`: the model to deploy; input `{}` float32 of shape (batch, {}), output logits".format(
+            metrics["input"]["name"], n_in),
+        "- `model.pt` + `arch.json`: the trained PyTorch model (`nas.load_model(\"arch.json\", \"model.pt\")`)",
+        "- `metrics.json`: accuracy, the ONNX check, every measurement and device fingerprint",
+        "",
+        "## Run it on the device",
+        "",
+        "```sh",
+        "python3 -m pip install onnxruntime numpy",
+        "```",
+        "",
+        "```python",
+        "import numpy as np",
+        "import onnxruntime as ort",
+        "",
+        "options = ort.SessionOptions()",
+        f"options.intra_op_num_threads = {threads}  # as measured",
+        "session = ort.InferenceSession(\"model.onnx\", sess_options=options, providers=[\"CPUExecutionProvider\"])",
+        f"x = np.zeros((1, {n_in}), dtype=np.float32)  # {prep}",
+        f"logits = session.run(None, {{\"{metrics['input']['name']}\": x}})[0]",
+        "print(logits.argmax(axis=1))",
+        "```",
+        "",
+        "In PyTorch (with this project installed):",
+        "",
+        "```python",
+        "import nas",
+        "",
+        "model = nas.load_model(\"arch.json\", \"model.pt\")  # eval mode, CPU",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Shared fixtures: an isolated NAS_HOME and HOME, the ``nas`` CLI in-process, the SSH testbeds.
+
+The testbeds are real: a real sshd on 127.0.0.1 (``loopback``) and an emulated aarch64 board
+(``arm64_board``). Both need root; tests using them skip with the reason and how to enable them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+ARM64_HOW = ("set NAS_TEST_ARM64=1 and run as root after "
+             "'apt-get install -y qemu-user-static binfmt-support mmdebstrap arch-test' and "
+             "'python -m device_agents.testbeds.arm64 up' (the first build takes about 4 minutes)")
+
+
+@dataclass
+class NasEnv:
+    """An isolated user: NAS_HOME (registry, known_hosts) and HOME (~/.ssh) under tmp_path."""
+
+    home: Path  # $HOME
+    nas_home: Path  # $NAS_HOME
+    run: Callable[..., Result]  # run("agent", "add", ...) -> click Result
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.nas_home / "known_hosts"
+
+
+@pytest.fixture
+def nas_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NasEnv:
+    """A fresh NAS_HOME and HOME (no ssh-agent) and the ``nas`` CLI run in-process."""
+    home, nas_home = tmp_path / "home", tmp_path / "nas_home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NAS_HOME", str(nas_home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> Result:
+        from nas.cli import cli
+
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+
+    return NasEnv(home=home, nas_home=nas_home, run=run)
+
+
+@pytest.fixture(scope="session")
+def loopback() -> Iterator:
+    """The loopback sshd testbed, started for the session (and stopped after, if we started it)."""
+    from device_agents.testbeds.loopback import Loopback
+
+    reason = Loopback.unavailable_reason()
+    if reason:
+        pytest.skip(f"loopback sshd testbed unavailable: {reason}")
+    testbed = Loopback()
+    was_running = testbed.running()
+    testbed.up()
+    yield testbed
+    if not was_running:
+        testbed.down()
+    else:
+        testbed.start()
+
+
+@pytest.fixture
+def sshd(loopback):  # noqa: ANN001, ANN201
+    """The loopback testbed, guaranteed running again after the test (for tests that kill it)."""
+    loopback.start()
+    yield loopback
+    loopback.start()
+
+
+@pytest.fixture
+def add_args() -> Callable[..., list[str]]:
+    """``add_args(testbed, name, **{"--option": value})``: the ``nas agent add`` arguments for a
+    testbed; a value replaces the option's, None drops it, "" makes it a flag."""
+
+    def build(testbed, name: str = "loop", **overrides: str | None) -> list[str]:  # noqa: ANN001
+        info = testbed.info()
+        options = {
+            "--host": info["host"], "--port": str(info["port"]), "--user": info["user"], "--key": info["key"],
+            "--python": info["python"], "--trust-host-key": info["host_key_fingerprint"],
+        }
+        options.update(overrides)
+        args = ["agent", "add", name]
+        for option, value in options.items():
+            if value is not None:
+                args += [option] if value == "" else [option, value]
+        return args
+
+    return build
+
+
+@pytest.fixture
+def loop_agent(nas_env: NasEnv, sshd, add_args) -> str:  # noqa: ANN001
+    """The loopback device registered as ``loop`` (short down timeout) in the isolated NAS_HOME."""
+    result = nas_env.run(*add_args(sshd, "loop", **{"--down-timeout": "20"}))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return "loop"
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two MLPs of very different cost: ``small`` (64 wide, 1 layer) and ``large`` (1024 wide, 4 layers)."""
+    from device_agents.probe_models import mlp_model
+
+    folder = tmp_path_factory.mktemp("models")
+    return {
+        "small": mlp_model(folder / "small.onnx", width=64, depth=1),
+        "large": mlp_model(folder / "large.onnx", width=1024, depth=4),
+    }
+
+
+@pytest.fixture(scope="session")
+def arm64_board():  # noqa: ANN201
+    """The emulated aarch64 board (only with NAS_TEST_ARM64=1, as root; see ARM64_HOW)."""
+    from device_agents.testbeds.arm64 import Arm64Board
+
+    if os.environ.get("NAS_TEST_ARM64") != "1":
+        pytest.skip(f"arm64 board tests are off: {ARM64_HOW}")
+    reason = Arm64Board.unavailable_reason()
+    if reason:
+        pytest.skip(f"arm64 board unavailable: {reason}; {ARM64_HOW}")
+    board = Arm64Board()
+    was_running = board.running()
+    board.up()
+    yield board
+    if not was_running:
+        board.down()

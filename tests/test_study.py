@@ -1,0 +1,150 @@
+"""The study engine end to end on digits with the local agent."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.pareto import dominates
+from nas.records import records
+from nas.storage import load_study, study_config
+from nas.study import run_study, start_study
+from tests.spaces import FAST_SPACE, write_space
+
+NAS = str(Path(sys.executable).with_name("nas"))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Studies go to tmp_path/studies, the agent registry to tmp_path/home."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return tmp_path
+
+
+def complete(study):
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def test_study_completes_with_a_non_dominated_pareto_set(workdir):
+    start_study("six", write_space(workdir), ["local"], n_trials=6, sampler="random", seed=3)
+    study = run_study("six")
+    done = complete(study)
+    assert len(done) == 6
+    for trial in done:
+        attrs = trial.user_attrs
+        assert attrs["spec"]["layers"] and attrs["code"]
+        result = attrs["measurements"]["local"][attrs["winner"]["local"]]
+        assert result["latency_ms"]["median"] > 0 and result["fingerprint"]["machine"]
+        assert trial.values[1] == pytest.approx(attrs["latency_ms"]["local"])
+        if attrs["trained"]:
+            assert 0.1 < attrs["accuracy"] <= 1.0
+            assert Path(study_config(study)["artifacts_dir"], attrs["artifacts"]["weights"]).exists()
+
+    directions = [d.name.lower() for d in study.directions]
+    feasible = [t for t in done if not t.user_attrs["infeasible"]]
+    front = {t.number for t in study.best_trials}
+    brute = {a.number for a in feasible
+             if not any(dominates(b.values, a.values, directions) for b in feasible if b is not a)}
+    assert front == brute and front
+
+
+LATENCY_BOUND_SPACE = """
+name = "latency-bound"
+[backbone]
+hidden_layers = [2]
+widths = [8, 2048]  # 2048-2048 takes milliseconds, 8-8 microseconds
+[layers]
+kinds = ["dense"]
+[training]
+epochs = 1
+[constraints]
+max_latency_ms = 0.5
+[measure]
+min_runs = 5
+min_seconds = 0.02
+"""
+
+
+def test_candidates_breaking_the_latency_bound_are_never_trained(workdir):
+    start_study("bound", write_space(workdir, LATENCY_BOUND_SPACE), ["local"], n_trials=3, sampler="random")
+    study = load_study("bound")
+    shape = {"depth": 2, "l0_kind": "dense", "l1_kind": "dense", "out_kind": "dense"}
+    for width in (2048, 8, 2048):
+        study.enqueue_trial({**shape, "l0_width": width, "l1_width": width})
+    big, tiny, big_again = records(run_study("bound"))
+    for record in (big, big_again):
+        assert record.complete and not record.feasible
+        assert record.attrs["infeasible"] == [f"latency_ms@local {record.latency_ms('local'):.4g} > 0.5"]
+        assert not record.attrs["trained"]
+        assert "train_seconds" not in record.attrs and "artifacts" not in record.attrs
+    assert tiny.feasible and tiny.attrs["trained"] and tiny.attrs["train_seconds"] > 0
+    assert big.number not in {t.number for t in study.best_trials}
+
+
+def test_repeated_spec_hits_the_measurement_cache(workdir):
+    start_study("cache", write_space(workdir), ["local"], n_trials=3, sampler="random")
+    study = load_study("cache")
+    params = {"depth": 1, "l0_width": 32, "l0_kind": "toeplitz", "l0_displacement_rank": 2, "out_kind": "dense"}
+    for _ in range(2):
+        study.enqueue_trial(params)
+    run_study("cache", n_trials=2)
+    first, second = (t.user_attrs["measurements"]["local"] for t in complete(load_study("cache")))
+    for form in ("fft", "dense"):
+        assert not first[form]["cached"] and second[form]["cached"]
+        # the same runner process produced both: it was not invoked again
+        assert second[form]["pid"] == first[form]["pid"]
+        assert second[form]["started_at"] == first[form]["started_at"]
+
+    load_study("cache").enqueue_trial(params)
+    resumed = complete(run_study("cache", n_trials=3))[-1].user_attrs["measurements"]["local"]
+    assert all(resumed[form]["cached"] for form in ("fft", "dense")), "cache must survive a resume"
+
+
+def test_sigkill_mid_run_then_resume_keeps_every_complete_trial(workdir):
+    space = write_space(workdir, FAST_SPACE.replace("epochs = 3", "epochs = 8"))
+    process = subprocess.Popen([NAS, "study", "start", "killed", "--space", str(space), "--trials", "5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    before = []
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        if (workdir / "studies/killed/study.db").exists():
+            try:
+                before = complete(load_study("killed"))
+            except Exception:  # the database may be mid-creation
+                continue
+            if len(before) >= 2:
+                break
+    assert process.poll() is None, f"study ended before it could be killed: {process.stderr.read()}"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {t.number: t.values for t in complete(load_study("killed"))}
+    assert 2 <= len(before) < 5
+
+    done = subprocess.run([NAS, "study", "resume", "killed"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = {t.number: t.values for t in complete(load_study("killed"))}
+    assert len(after) == 5
+    assert all(after[number] == values for number, values in before.items())
+    assert "Pareto set" in done.stdout
+
+
+def test_status_reports_counts_and_best_values(workdir):
+    start_study("shown", write_space(workdir), ["local"], n_trials=2, sampler="random")
+    run_study("shown")
+    done = subprocess.run([NAS, "study", "status", "shown"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 complete" in done.stdout and "accuracy" in done.stdout and "latency_ms@local" in done.stdout
+
+
+def test_unknown_study_is_one_line(workdir):
+    done = subprocess.run([NAS, "study", "resume", "nope"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no study 'nope'" in done.stderr
