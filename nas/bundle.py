@@ -58,8 +58,9 @@ class Choice:
 
     @property
     def form(self) -> str:
-        return self.record.attrs.get("winner", {}).get(self.agent) or (self.record.spec.form if self.record.spec
-                                                                       else "-")
+        """The deployed form that measured fastest on the agent ("-" without Toeplitz-like layers)."""
+        winner = self.record.attrs.get("winner", {}).get(self.agent)
+        return winner or (self.record.spec.form if self.record.spec else "-")
 
 
 def load_model(arch_path: str | Path, weights_path: str | Path) -> nn.Module:
@@ -162,8 +163,8 @@ def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float 
     for t, r in sorted(excluded, key=lambda c: -c[1].attrs["accuracy"]):
         notes.append(f"excluded {_describe(r, agent)}: " + "; ".join(text for _, text in misses[t.number]))
     if frozen.number not in on_front:
-        notes.append(f"trial {frozen.number} is not on the Pareto set over the study's objectives: every more "
-                     "accurate trial misses the limits")
+        notes.append(f"trial {frozen.number} is not on the Pareto set over the study's objectives: "
+                     "every more accurate trial misses the limits")
     return Choice(frozen, record, agent, frozen.number in on_front, notes)
 
 
@@ -189,8 +190,8 @@ def _choose_number(study: optuna.Study, number: int, agent: str, front: list[Fro
     if not on_front and is_feasible(found):
         dominator = _dominator(found, study, front)
         if dominator is not None:
-            notes.append(f"trial {number} is not on the Pareto set: trial {dominator.number} is at least as good "
-                         "on every objective")
+            notes.append(f"trial {number} is not on the Pareto set: trial {dominator.number} is at least "
+                         "as good on every objective")
     return Choice(found, record, agent, on_front, notes)
 
 
@@ -235,8 +236,9 @@ def check_onnx(model: nn.Module, onnx_path: Path, X: torch.Tensor) -> tuple[dict
     if not diff <= tolerance:
         raise UserError(f"the ONNX model's outputs differ from PyTorch's by up to {diff:.3g} on {len(X)} "
                         f"validation samples (tolerance {tolerance:.3g}); bundle not written")
-    return {"samples": int(len(X)), "max_abs_diff": diff, "tolerance": tolerance, "argmax_agreement": agreement,
-            "input_name": input_name}, got
+    figures = {"samples": int(len(X)), "max_abs_diff": diff, "tolerance": tolerance,
+               "argmax_agreement": agreement, "input_name": input_name}
+    return figures, got
 
 
 def _measurement_summary(record: TrialRecord) -> dict[str, Any]:
@@ -247,8 +249,9 @@ def _measurement_summary(record: TrialRecord) -> dict[str, Any]:
             latency = result.get("latency_ms", {})
             peak_kb = result.get("memory_kb", {}).get("after_runs", {}).get("peak_kb")
             out[agent]["forms"][form] = {
-                "median_ms": latency.get("median"), "p90_ms": latency.get("p90"), "min_ms": latency.get("min"),
-                "iqr_ms": latency.get("iqr"), "runs": latency.get("count"), "session_ms": result.get("session_ms"),
+                "median_ms": latency.get("median"), "p90_ms": latency.get("p90"),
+                "min_ms": latency.get("min"), "iqr_ms": latency.get("iqr"), "runs": latency.get("count"),
+                "session_ms": result.get("session_ms"),
                 "peak_mb": None if peak_kb is None else peak_kb / 1024.0,
             }
     return out
@@ -279,8 +282,8 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     if data.in_features != spec.in_features:
-        raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial {record.number} "
-                        f"expects {spec.in_features}")
+        raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial "
+                        f"{record.number} expects {spec.in_features}")
     store = artifact_store(study)
     artifacts = record.attrs.get("artifacts") or {}
     model = build_model(spec)
@@ -354,43 +357,51 @@ _PREPROCESSING = {
 def bundle_readme(metrics: dict[str, Any]) -> str:
     """The bundle's README: what it is, its figures, how to run it with onnxruntime."""
     agent = metrics["agent"]
-    measured = metrics["measurements"].get(agent, {}).get("forms", {}).get(metrics["form"]) \
-        or next(iter(metrics["measurements"].get(agent, {}).get("forms", {}).values()), {})
+    forms = metrics["measurements"].get(agent, {}).get("forms", {})
+    measured = forms.get(metrics["form"]) or next(iter(forms.values()), {})
     dataset = (metrics.get("data") or {}).get("dataset", "?")
-    prep = _PREPROCESSING.get(dataset.split(":")[0], f"preprocessed exactly like the training data ({dataset})")
-    threads = (metrics.get("measure") or {}).get("threads", 1)
+    prep = _PREPROCESSING.get(dataset.split(":")[0], f"preprocessed like the training data ({dataset})")
+    measure = metrics.get("measure") or {}
+    threads = measure.get("threads", 1)
     n_in = metrics["input"]["shape"][1]
+    input_name = metrics["input"]["name"]
     acc = metrics["accuracy"]
+    searched = f", {100 * acc['search']:.2f}% at search time" if acc.get("search") is not None else ""
     lines = [
         f"# {metrics['study']}, trial {metrics['trial']}: `{metrics['code']}` ({metrics['widths']})",
         "",
-        f"An MLP with layers `{metrics['code']}` (T*r*: Toeplitz-like of displacement rank *r*, L*k*: low-rank *k*, "
-        f"D: dense), {metrics['params']:,} parameters, picked from study `{metrics['study']}`.",
+        f"An MLP with layers `{metrics['code']}` (T*r*: Toeplitz-like of displacement rank *r*, "
+        f"L*k*: low-rank *k*, D: dense), {metrics['params']:,} parameters, picked from study "
+        f"`{metrics['study']}`.",
         "",
-        f"- validation accuracy: {100 * acc['onnx']:.2f}% (ONNX file), {100 * acc['search']:.2f}% at search time"
-        if acc.get("search") is not None else f"- validation accuracy: {100 * acc['onnx']:.2f}% (ONNX file)",
+        f"- validation accuracy: {100 * acc['onnx']:.2f}% (this ONNX file){searched}",
     ]
     if metrics.get("retrain"):
         r = metrics["retrain"]
         lines.append(f"- retrained from scratch for {r['epochs']} epochs (search: {r['search_epochs']}): "
                      f"{100 * r['accuracy']:.2f}%")
     if measured:
-        lines.append(f"- on `{agent}`: median {measured['median_ms']:.3g} ms, p90 {measured['p90_ms']:.3g} ms, peak "
-                     f"memory {measured['peak_mb']:.1f} MiB (batch {(metrics.get('measure') or {}).get('batch', 1)}, "
-                     f"{threads} thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
-    form_note = {"fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",
-                 "dense": "the Toeplitz-like layers materialised as dense matrices (plain `Gemm`)"}.get(
-        metrics["form"], "no Toeplitz-like layers")
+        lines.append(f"- on `{agent}`: median {measured['median_ms']:.3g} ms, "
+                     f"p90 {measured['p90_ms']:.3g} ms, "
+                     f"peak memory {measured['peak_mb']:.1f} MiB (batch {measure.get('batch', 1)}, {threads} "
+                     f"thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
+    form_note = {
+        "fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",
+        "dense": "the Toeplitz-like layers materialised as dense matrices (plain `Gemm`)",
+    }
+    if metrics["form"] in form_note:
+        lines.append(f"- deployed form: `{metrics['form']}`, {form_note[metrics['form']]}, the faster one on "
+                     f"`{agent}`")
     lines += [
-        f"- deployed form: `{metrics['form']}`, {form_note}, the faster one on `{agent}`",
         f"- ONNX checked against PyTorch on {metrics['onnx_check']['samples']} validation samples: max abs "
         f"difference {metrics['onnx_check']['max_abs_diff']:.2g}",
         "",
         "## Files",
         "",
-        "- `model.onnx`: the model to deploy; input `{}` float32 of shape (batch, {}), output logits".format(
-            metrics["input"]["name"], n_in),
-        "- `model.pt` + `arch.json`: the trained PyTorch model (`nas.load_model(\"arch.json\", \"model.pt\")`)",
+        f"- `model.onnx`: the model to deploy; input `{input_name}`, float32 of shape (batch, {n_in}); "
+        "output: class logits",
+        "- `model.pt` + `arch.json`: the trained PyTorch model, "
+        "`nas.load_model(\"arch.json\", \"model.pt\")`",
         "- `metrics.json`: accuracy, the ONNX check, every measurement and device fingerprint",
         "",
         "## Run it on the device",
@@ -405,9 +416,10 @@ def bundle_readme(metrics: dict[str, Any]) -> str:
         "",
         "options = ort.SessionOptions()",
         f"options.intra_op_num_threads = {threads}  # as measured",
-        "session = ort.InferenceSession(\"model.onnx\", sess_options=options, providers=[\"CPUExecutionProvider\"])",
+        "session = ort.InferenceSession(\"model.onnx\", sess_options=options,",
+        "                               providers=[\"CPUExecutionProvider\"])",
         f"x = np.zeros((1, {n_in}), dtype=np.float32)  # {prep}",
-        f"logits = session.run(None, {{\"{metrics['input']['name']}\": x}})[0]",
+        f"logits = session.run(None, {{\"{input_name}\": x}})[0]",
         "print(logits.argmax(axis=1))",
         "```",
         "",

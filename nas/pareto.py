@@ -35,7 +35,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[Direc
     if not len(a) == len(b) == len(directions):
         raise ValueError(f"{len(a)} and {len(b)} values for {len(directions)} objectives")
     better = False
-    for x, y, direction in zip(a, b, directions):
+    for x, y, direction in zip(a, b, directions, strict=True):
         if not _minimize(direction):
             x, y = -x, -y
         if x > y:

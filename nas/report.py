@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -123,7 +122,9 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
     winner = attrs.get("winner", {})
     form = winner.get(focus)
     onnx_bytes = attrs.get("onnx_bytes", {})
-    size = onnx_bytes.get(form) if form else (next(iter(onnx_bytes.values())) if len(onnx_bytes) == 1 else None)
+    if form is None and len(onnx_bytes) == 1:
+        form = next(iter(onnx_bytes))
+    size = onnx_bytes.get(form)
     row: dict[str, Any] = {
         "trial": trial.number,
         "status": _status(trial, on_front),
@@ -158,15 +159,25 @@ def _violated(trial: FrozenTrial) -> list[str]:
     return [line.split()[0] if line.split() else line for line in trial.user_attrs.get("infeasible") or []]
 
 
+def _fail_reason(trial: FrozenTrial, retried: set[int]) -> str:
+    reason = (trial.user_attrs.get("fail_reason") or "").strip()
+    if reason:
+        return reason.splitlines()[0]
+    if trial.number in retried:
+        return "its worker stopped (killed, crashed or lost its heartbeat); the trial was queued again"
+    return "no reason recorded (the worker was killed or crashed?)"
+
+
 def _counts(trials: list[FrozenTrial], rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     statuses = Counter(row["status"] for row in rows)
     infeasible_by: Counter[str] = Counter()
     failed_by: Counter[str] = Counter()
-    for trial, row in zip(trials, rows):
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    for trial, row in zip(trials, rows, strict=True):
         if row["status"] == "infeasible":
             infeasible_by.update(_violated(trial) or ["unknown"])
         elif row["status"] == "failed":
-            failed_by[(trial.user_attrs.get("fail_reason") or "no reason recorded").strip().splitlines()[0]] += 1
+            failed_by[_fail_reason(trial, retried)] += 1
     return {
         "trials": len(trials),
         "target": config.get("n_trials"),
@@ -209,7 +220,7 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "acc":
         return f"{100 * value:.2f}%"
     if kind == "ms":
-        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+        return f"{value:.4f}" if value < 0.1 else f"{value:.3f}" if value < 10 else f"{value:.1f}"
     if kind == "kb":
         return f"{value:,.1f}"
     if kind == "mb":
@@ -226,7 +237,8 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
     for name in report.agents:
         if len(report.agents) > 1:
             columns.append((f"form\n{name}", f"form@{name}", "str"))
-        columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"), (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
+        columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"),
+                    (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
                     (f"peak MiB\n{name}", f"peak_mb@{name}", "mb")]
     return columns
 
@@ -275,10 +287,11 @@ def render_table(report: Report) -> Any:
     from rich.table import Table
 
     title = f"Pareto set of {report.name}: {len(report.pareto)} of {report.counts['trials']} trials"
-    table = Table(title=title, caption="\n".join([f"objectives: {objective_text(report)}", *count_lines(report)]),
-                  caption_justify="left", header_style="bold")
+    caption = "\n".join([f"objectives: {objective_text(report)}", *count_lines(report)])
+    table = Table(title=title, caption=caption, caption_justify="left", header_style="bold")
     for header, key, kind in table_columns(report):
-        table.add_column(header, justify="left" if kind == "str" else "right", no_wrap=key in ("code", "widths"))
+        table.add_column(header, justify="left" if kind == "str" else "right",
+                         no_wrap=key in ("code", "widths"))
     for row in report.pareto:
         table.add_row(*[_fmt(row.get(key), kind) for _, key, kind in table_columns(report)])
     return table
@@ -287,20 +300,25 @@ def render_table(report: Report) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Files
 
-_CSV_DROP = ("values", "spec")
+_NOT_IN_CSV = ("values", "spec")
+_NOT_IN_PARETO = ("status", "infeasible", "fail_reason")
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([{k: v for k, v in row.items() if k not in _CSV_DROP} for row in rows])
+def csv_columns(agents: list[str]) -> list[str]:
+    """The columns of trials.csv, in order (pareto.csv drops status, infeasible and fail_reason)."""
+    per_agent = [f"{what}@{a}" for a in agents for what in ("latency_ms", "p90_ms", "peak_mb", "form")]
+    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "accuracy", *per_agent,
+            "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 
 def pareto_frame(report: Report) -> pd.DataFrame:
-    frame = _frame(report.pareto)
-    return frame.drop(columns=["status", "infeasible", "fail_reason"], errors="ignore")
+    columns = [c for c in csv_columns(report.agents) if c not in _NOT_IN_PARETO]
+    return pd.DataFrame([{c: row.get(c) for c in columns} for row in report.pareto], columns=columns)
 
 
 def trials_frame(report: Report) -> pd.DataFrame:
-    return _frame(report.trials)
+    columns = csv_columns(report.agents)
+    return pd.DataFrame([{c: row.get(c) for c in columns} for row in report.trials], columns=columns)
 
 
 def _jsonable(value: Any) -> Any:
@@ -318,14 +336,17 @@ def pareto_document(report: Report) -> dict[str, Any]:
     labels = [o.get("label") or o.get("name") for o in report.objectives]
     members = []
     for row in report.pareto:
-        member = {k: v for k, v in row.items() if k not in ("status", "infeasible", "fail_reason", "values")}
-        member["objectives"] = dict(zip(labels, row["values"] or [])) if labels else row["values"]
+        member = {k: v for k, v in row.items() if k not in (*_NOT_IN_PARETO, "values")}
+        values = row["values"] or []
+        same = len(labels) == len(values)
+        member["objectives"] = dict(zip(labels, values, strict=True)) if same else values
         members.append(member)
     settings = {k: v for k, v in report.config.items() if k != "space"}
     return _jsonable({
         "schema": 1, "study": report.name, "generated": report.generated, "agent": report.agent,
-        "agents": report.agents, "objectives": report.objectives, "constraints": report.config.get("constraints"),
-        "counts": report.counts, "warnings": report.warnings, "pareto": members,
+        "agents": report.agents, "objectives": report.objectives,
+        "constraints": report.config.get("constraints"), "counts": report.counts, "warnings": report.warnings,
+        "pareto": members,
         "fingerprints": report.fingerprints, "settings": settings, "space": report.config.get("space"),
     })
 
@@ -376,7 +397,8 @@ def _views(report: Report) -> list[_View]:
 
 def _points(report: Report, key: str) -> dict[str, list[dict[str, Any]]]:
     """Rows with a value for ``key``, grouped: pareto, dominated, infeasible (trained or not)."""
-    groups: dict[str, list[dict[str, Any]]] = {"pareto": [], "dominated": [], "infeasible": [], "untrained": []}
+    groups: dict[str, list[dict[str, Any]]] = {g: [] for g in ("pareto", "dominated", "infeasible",
+                                                                "untrained")}
     for row in report.trials:
         if row.get(key) is None or row["status"] not in ("pareto", "dominated", "infeasible"):
             continue
@@ -403,6 +425,34 @@ def _log_scale(values: list[float]) -> bool:
     return len(positive) > 1 and max(positive) / min(positive) > 30
 
 
+MIN_SPAN = 0.1  # an axis spans at least 10% of its largest value, so that noise does not look like a trend
+
+
+def _x_range(values: list[float], limit: float | None) -> tuple[float, float] | None:
+    """A linear x range that shows every value (and the limit) and is not narrower than MIN_SPAN."""
+    shown = [v for v in values if v is not None] + ([limit] if limit else [])
+    if not shown:
+        return None
+    low, high = min(shown), max(shown)
+    span = max(high - low, MIN_SPAN * abs(high), 1e-9)
+    pad = 0.06 * span
+    middle = (low + high) / 2
+    start = middle - span / 2 - pad
+    return (max(0.0, start) if low >= 0 else start, middle + span / 2 + pad)
+
+
+def _legend_labels(report: Report) -> dict[str, str]:
+    c = report.counts
+    return {
+        "untrained": "infeasible, not trained (ticks on the x axis)",
+        "infeasible": "infeasible, trained",
+        "dominated": f"dominated ({c['dominated']})",
+        "front": "Pareto front in this view",
+        "pareto": f"Pareto set over all objectives ({c['pareto']})",
+        "limit": "constraint limit",
+    }
+
+
 def write_png(report: Report, path: Path) -> Path:
     """Accuracy vs latency and vs memory; Pareto points joined, others muted; one legend below."""
     import matplotlib
@@ -412,53 +462,54 @@ def write_png(report: Report, path: Path) -> Path:
     from matplotlib.ticker import PercentFormatter
     from matplotlib.transforms import blended_transform_factory
 
-    c = report.counts
+    label = _legend_labels(report)
     views = _views(report)
     fig, axes = plt.subplots(1, len(views), figsize=(6.2 * len(views), 5.0), squeeze=False)
     handles: dict[str, Any] = {}
-    for ax, view in zip(axes[0], views):
+    for ax, view in zip(axes[0], views, strict=True):
         groups = _points(report, view.key)
         xs = [r[view.key] for g in groups.values() for r in g]
-        if _log_scale(xs):
-            ax.set_xscale("log")
+        trained = [r for name in ("pareto", "dominated", "infeasible") for r in groups[name]]
         if groups["untrained"]:
-            untrained = [r[view.key] for r in groups["untrained"]]
             rug = blended_transform_factory(ax.transData, ax.transAxes)
-            handles["infeasible, not trained (ticks on the x axis)"] = ax.scatter(
-                untrained, [0.025] * len(untrained), transform=rug, marker="|", s=160, color=INFEASIBLE_COLOUR,
-                linewidths=1.6, zorder=1)
-            # Points drawn in axes coordinates do not widen the x range by themselves.
-            ax.update_datalim([(x, groups["pareto"][0]["accuracy"] if groups["pareto"] else 0.5) for x in untrained],
-                              updatey=False)
+            handles[label["untrained"]] = ax.scatter(
+                [r[view.key] for r in groups["untrained"]], [0.025] * len(groups["untrained"]), transform=rug,
+                marker="|", s=160, color=INFEASIBLE_COLOUR, linewidths=1.6, zorder=1)
         if groups["infeasible"]:
-            handles["infeasible, trained"] = ax.scatter(
+            handles[label["infeasible"]] = ax.scatter(
                 [r[view.key] for r in groups["infeasible"]], [r["accuracy"] for r in groups["infeasible"]],
                 marker="x", s=28, color=INFEASIBLE_COLOUR, zorder=1)
         if groups["dominated"]:
-            handles[f"dominated ({c['dominated']})"] = ax.scatter(
+            handles[label["dominated"]] = ax.scatter(
                 [r[view.key] for r in groups["dominated"]], [r["accuracy"] for r in groups["dominated"]],
                 s=26, color=DOMINATED_COLOUR, alpha=0.55, edgecolors="none", zorder=2)
         if groups["pareto"]:
             front = _front_in_view(groups["pareto"], view.key)
-            (handles["Pareto front in this view"],) = ax.step(
-                [r[view.key] for r in front], [r["accuracy"] for r in front], where="post", color=PARETO_COLOUR,
-                linewidth=1.4, alpha=0.8, zorder=3)
-            handles[f"Pareto set over all objectives ({c['pareto']})"] = ax.scatter(
+            (handles[label["front"]],) = ax.step(
+                [r[view.key] for r in front], [r["accuracy"] for r in front], where="post",
+                color=PARETO_COLOUR, linewidth=1.4, alpha=0.8, zorder=3)
+            handles[label["pareto"]] = ax.scatter(
                 [r[view.key] for r in groups["pareto"]], [r["accuracy"] for r in groups["pareto"]],
                 s=46, color=PARETO_COLOUR, edgecolors="white", linewidths=0.8, zorder=4)
         if view.limit:
-            handles["constraint limit"] = ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1,
-                                                     zorder=0)
+            handles[label["limit"]] = ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1,
+                                                 zorder=0)
             ax.annotate(view.limit_text, (view.limit, 1.0), xycoords=("data", "axes fraction"),
                         xytext=(-3, -4), textcoords="offset points", ha="right", va="top", fontsize=7,
                         color=LIMIT_COLOUR)
         if not xs:
-            ax.text(0.5, 0.5, f"no measurements on {report.agent}", ha="center", va="center",
+            ax.text(0.5, 0.5, f"no trial measured on {report.agent} yet", ha="center", va="center",
                     transform=ax.transAxes, color="#777777")
-        ax.autoscale_view()
-        if groups["untrained"]:  # room for the ticks below the lowest point
-            low, high = ax.get_ylim()
-            ax.set_ylim(low - 0.06 * (high - low), high)
+        if _log_scale(xs):
+            ax.set_xscale("log")
+        elif (x_range := _x_range(xs, view.limit)) is not None:
+            ax.set_xlim(*x_range)
+        if trained:
+            accuracies = [r["accuracy"] for r in trained]
+            low, high = min(accuracies), max(accuracies)
+            pad = max(high - low, 0.02) * 0.08
+            bottom = low - pad - (0.08 * (high - low + 2 * pad) if groups["untrained"] else 0.0)
+            ax.set_ylim(bottom, high + pad)
         ax.set_title(view.title, fontsize=11)
         ax.set_xlabel(view.axis)
         ax.set_ylabel("validation accuracy")
@@ -467,12 +518,11 @@ def write_png(report: Report, path: Path) -> Path:
         ax.grid(True, color="#e5e5e5", linewidth=0.6)
         ax.set_axisbelow(True)
         if len(groups["pareto"]) <= 12:
-            _label_points(fig, ax, groups["pareto"], [r[view.key] for g in groups.values() for r in g
-                                                      if r.get("accuracy") is not None and g is not groups["untrained"]],
-                          [r["accuracy"] for g in groups.values() for r in g
-                           if r.get("accuracy") is not None and g is not groups["untrained"]], view.key)
-    title = f"{report.name}: {c['pareto']} Pareto trials of {c['trials']}"
-    fig.suptitle(title + (f" (latency and memory on {report.agent})" if len(report.agents) > 1 else ""), fontsize=12)
+            _label_points(fig, ax, groups["pareto"], trained, view.key)
+    suffix = f" (latency and memory on {report.agent})" if len(report.agents) > 1 else ""
+    counts = report.counts
+    title = f"{report.name}: {counts['pareto']} Pareto trials of {counts['trials']}{suffix}"
+    fig.suptitle(title, fontsize=12)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 3),
                    fontsize=8.5, frameon=False)
@@ -482,29 +532,29 @@ def write_png(report: Report, path: Path) -> Path:
     return path
 
 
-def _label_points(fig: Any, ax: Any, rows: list[dict[str, Any]], xs: list[float], ys: list[float],
+def _label_points(fig: Any, ax: Any, rows: list[dict[str, Any]], shown: list[dict[str, Any]],
                   key: str) -> None:
     """Label Pareto points ``#N code``; a label may not cover another label or sit near another point."""
     from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
-    pad = 7 * fig.dpi / 72  # keep labels this far from other points, so none reads as another's
-    points = [tuple(p) for p in ax.transData.transform(list(zip(xs, ys)))]
+    pad = 7 * fig.dpi / 72  # keep labels this far from other points, so that none reads as another's
+    points = {r["trial"]: tuple(ax.transData.transform((r[key], r["accuracy"]))) for r in shown}
     labels: list[Any] = []
-    offsets = [((5, -10), "left"), ((5, 4), "left"), ((-5, -10), "right"), ((-5, 4), "right"), ((5, -18), "left")]
+    offsets = [((5, -10), "left"), ((5, 4), "left"), ((-5, -10), "right"), ((-5, 4), "right"),
+               ((5, -18), "left")]
     for row in sorted(rows, key=lambda r: -r["accuracy"]):
-        own = tuple(ax.transData.transform((row[key], row["accuracy"])))
-        others = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in points
-                  if (px, py) != own]
+        others = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
+                  for number, (x, y) in points.items() if number != row["trial"]]
         for index, (offset, align) in enumerate(offsets):
-            label = ax.annotate(f"#{row['trial']} {row['code'] or ''}", (row[key], row["accuracy"]),
-                                textcoords="offset points", xytext=offset, ha=align, fontsize=7, color="#333333",
-                                zorder=5)
-            box = label.get_window_extent(renderer)
+            text = ax.annotate(f"#{row['trial']} {row['code'] or ''}", (row[key], row["accuracy"]),
+                               textcoords="offset points", xytext=offset, ha=align, fontsize=7,
+                               color="#333333", zorder=5)
+            box = text.get_window_extent(renderer)
             if index == len(offsets) - 1 or not any(box.overlaps(other) for other in labels + others):
                 labels.append(box)
                 break
-            label.remove()
+            text.remove()
 
 
 def _hover(row: dict[str, Any], report: Report) -> str:
@@ -513,55 +563,67 @@ def _hover(row: dict[str, Any], report: Report) -> str:
         lines.append(f"accuracy {_fmt(row['accuracy'], 'acc')}")
     lines.append(f"params {_fmt(row.get('params'), 'int')}  ONNX {_fmt(row.get('onnx_kb'), 'kb')} KiB")
     for name in report.agents:
-        lines.append(f"{name}: {_fmt(row.get(f'latency_ms@{name}'), 'ms')} ms (p90 "
-                     f"{_fmt(row.get(f'p90_ms@{name}'), 'ms')}), {_fmt(row.get(f'peak_mb@{name}'), 'mb')} MiB, "
-                     f"form {row.get(f'form@{name}') or '-'}")
+        latency, p90 = _fmt(row.get(f"latency_ms@{name}"), "ms"), _fmt(row.get(f"p90_ms@{name}"), "ms")
+        peak = _fmt(row.get(f"peak_mb@{name}"), "mb")
+        lines.append(f"{name}: {latency} ms (p90 {p90}), {peak} MiB, form {row.get(f'form@{name}') or '-'}")
     if row.get("infeasible"):
         lines.append("infeasible: " + row["infeasible"])
     title = f"<b>trial {row['trial']}</b> ({html.escape(row['status'])})"
     return "<br>".join([title, *(html.escape(line, quote=False) for line in lines)])
 
 
+def _trace(report: Report, rows: list[dict[str, Any]], key: str, name: str, legend: bool,
+           y: list[float] | None = None, **style: Any) -> Any:
+    import plotly.graph_objects as go
+
+    return go.Scatter(x=[r[key] for r in rows], y=y if y is not None else [r["accuracy"] for r in rows],
+                      name=name, legendgroup=name, showlegend=legend, hovertemplate="%{text}<extra></extra>",
+                      text=[_hover(r, report) for r in rows], **style)
+
+
 def plotly_figure(report: Report) -> Any:
     """The interactive version of the PNG: hover shows the architecture."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    label = _legend_labels(report)
     views = _views(report)
-    fig = make_subplots(rows=1, cols=len(views), subplot_titles=[v.title for v in views], horizontal_spacing=0.08)
+    fig = make_subplots(rows=1, cols=len(views), subplot_titles=[v.title for v in views],
+                        horizontal_spacing=0.08)
+    shown: set[str] = set()
     for col, view in enumerate(views, start=1):
         groups = _points(report, view.key)
-        first = col == 1
 
-        def scatter(rows, name, y=None, **style):
-            fig.add_trace(go.Scatter(
-                x=[r[view.key] for r in rows], y=y if y is not None else [r["accuracy"] for r in rows],
-                name=name, legendgroup=name, showlegend=first, hovertemplate="%{text}<extra></extra>",
-                text=[_hover(r, report) for r in rows], **style), row=1, col=col)
+        def add(group: str, rows: list[dict[str, Any]], y: list[float] | None = None, key: str = view.key,
+                col: int = col, **style: Any) -> None:
+            fig.add_trace(_trace(report, rows, key, label[group], label[group] not in shown, y=y, **style),
+                          row=1, col=col)
+            shown.add(label[group])
 
         trained = [r["accuracy"] for g in ("pareto", "dominated", "infeasible") for r in groups[g]]
         if groups["untrained"]:
             floor = (min(trained) - 0.02) if trained else 0.0
-            scatter(groups["untrained"], f"infeasible, not trained ({len(groups['untrained'])})",
-                    y=[floor] * len(groups["untrained"]), mode="markers",
-                    marker={"symbol": "line-ns-open", "size": 14, "color": INFEASIBLE_COLOUR})
+            add("untrained", groups["untrained"], y=[floor] * len(groups["untrained"]), mode="markers",
+                marker={"symbol": "line-ns-open", "size": 14, "color": INFEASIBLE_COLOUR})
         if groups["infeasible"]:
-            scatter(groups["infeasible"], f"infeasible ({len(groups['infeasible'])})", mode="markers",
-                    marker={"symbol": "x", "size": 7, "color": INFEASIBLE_COLOUR})
+            add("infeasible", groups["infeasible"], mode="markers",
+                marker={"symbol": "x", "size": 7, "color": INFEASIBLE_COLOUR})
         if groups["dominated"]:
-            scatter(groups["dominated"], f"dominated ({len(groups['dominated'])})", mode="markers",
-                    marker={"size": 8, "color": DOMINATED_COLOUR, "opacity": 0.55})
+            add("dominated", groups["dominated"], mode="markers",
+                marker={"size": 8, "color": DOMINATED_COLOUR, "opacity": 0.55})
         if groups["pareto"]:
-            front = _front_in_view(groups["pareto"], view.key)
-            scatter(front, "front in this view", mode="lines", line={"shape": "hv", "color": PARETO_COLOUR},
-                    hoverinfo="skip")
-            scatter(groups["pareto"], f"Pareto set ({len(groups['pareto'])})", mode="markers",
-                    marker={"size": 11, "color": PARETO_COLOUR, "line": {"color": "white", "width": 1}})
+            add("front", _front_in_view(groups["pareto"], view.key), mode="lines", hoverinfo="skip",
+                line={"shape": "hv", "color": PARETO_COLOUR})
+            add("pareto", groups["pareto"], mode="markers",
+                marker={"size": 11, "color": PARETO_COLOUR, "line": {"color": "white", "width": 1}})
         if view.limit:
-            fig.add_vline(x=view.limit, line_dash="dash", line_color=LIMIT_COLOUR, annotation_text=view.limit_text,
-                          annotation_position="top left", row=1, col=col)
+            fig.add_vline(x=view.limit, line_dash="dash", line_color=LIMIT_COLOUR, row=1, col=col,
+                          annotation_text=view.limit_text, annotation_position="top left")
         xs = [r[view.key] for g in groups.values() for r in g]
-        fig.update_xaxes(title_text=view.axis, type="log" if _log_scale(xs) else "linear", row=1, col=col)
+        if _log_scale(xs):
+            fig.update_xaxes(type="log", row=1, col=col)
+        elif (x_range := _x_range(xs, view.limit)) is not None:
+            fig.update_xaxes(range=list(x_range), row=1, col=col)
+        fig.update_xaxes(title_text=view.axis, row=1, col=col)
         fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=col)
     fig.update_layout(template="plotly_white", height=480, margin={"l": 60, "r": 20, "t": 60, "b": 60},
                       legend={"orientation": "h", "y": -0.2}, hoverlabel={"align": "left"})
@@ -586,18 +648,20 @@ ul.counts li{margin:.2em 0}details summary{cursor:pointer;color:#1f5fa8}
 
 
 def _table_html(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], cls: str = "") -> str:
-    head = "".join(f"<th class='{'s' if kind == 'str' else ''}'>{html.escape(h)}</th>" for h, _, kind in columns)
+    def align(kind: str) -> str:
+        return "s" if kind == "str" else ""
+
+    head = "".join(f"<th class='{align(kind)}'>{html.escape(h)}</th>" for h, _, kind in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td class='{'s' if kind == 'str' else ''}'>{html.escape(_fmt(row.get(key), kind))}</td>"
+        "<tr>" + "".join(f"<td class='{align(kind)}'>{html.escape(_fmt(row.get(key), kind))}</td>"
                          for _, key, kind in columns) + "</tr>"
         for row in rows)
     return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _kv_html(items: dict[str, Any]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else _plain(v))}</td></tr>"
-        for k, v in items.items())
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_plain(v))}</td></tr>"
+                   for k, v in items.items())
     return f"<table class='kv'>{body}</table>"
 
 
@@ -629,12 +693,13 @@ def render_html(report: Report) -> str:
     figure = plotly_figure(report).to_html(full_html=False, include_plotlyjs=True,
                                            config={"displaylogo": False, "responsive": True})
     esc = html.escape
-    all_columns = [("status", "status", "str"), *table_columns(report), ("infeasible / failure", "why", "str")]
+    all_columns = [("status", "status", "str"), *table_columns(report),
+                   ("infeasible / failure", "why", "str")]
     all_rows = [{**row, "why": row.get("infeasible") or row.get("fail_reason")} for row in report.trials]
     fingerprints = _fingerprints_html(report.fingerprints)
     config = report.config
-    settings = {key: config[key] for key in ("agents", "n_trials", "sampler", "seed", "constraints", "measure",
-                                            "artifacts_dir") if key in config}
+    keys = ("agents", "n_trials", "sampler", "seed", "constraints", "measure", "space_path", "artifacts_dir")
+    settings = {key: config[key] for key in keys if key in config}
     settings["objectives"] = objective_text(report)
     warnings = "".join(f"<p class='warn'>{esc(line)}</p>" for line in report.warnings)
     space = json.dumps(config.get("space"), indent=2) if config.get("space") is not None else "(not recorded)"
@@ -656,7 +721,8 @@ the members no other member beats in that view); grey: dominated; light grey: in
 <p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
 D dense. Form: the deployed form of the Toeplitz-like layers that measured fastest (fft or dense).
 Latency: median and p90 of the timed runs; memory: peak resident set (VmHWM) of the measuring process.</p>
-<details><summary>All {len(report.trials)} trials</summary>{_table_html(all_rows, all_columns, "all")}</details>
+<details><summary>All {len(report.trials)} trials</summary>
+{_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>
 <p class="meta">The latest fingerprint each agent reported with its measurements.</p>
 {fingerprints}

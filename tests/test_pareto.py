@@ -24,7 +24,7 @@ def brute_force(points, directions):
         for j, q in enumerate(points):
             if i == j:
                 continue
-            pairs = [(s * a, s * b) for s, a, b in zip(sign, q, p)]
+            pairs = [(s * a, s * b) for s, a, b in zip(sign, q, p, strict=True)]
             if all(a <= b for a, b in pairs) and any(a < b for a, b in pairs):
                 dominated = True
         if not dominated:
@@ -40,8 +40,9 @@ def _study(seed: int, n: int = 60) -> tuple[optuna.Study, list[tuple[int, tuple[
     rng = random.Random(seed)
     study = optuna.create_study(directions=DIRECTIONS)
     feasible = []
-    for number in range(n):
-        values = (rng.choice([0.5, 0.7, 0.8, 0.9, 0.95]), rng.choice([0.1, 0.2, 0.5, 1.0]), rng.choice([10.0, 20.0]))
+    for _ in range(n):
+        values = (rng.choice([0.5, 0.7, 0.8, 0.9, 0.95]), rng.choice([0.1, 0.2, 0.5, 1.0]),
+                  rng.choice([10.0, 20.0]))
         kind = rng.random()
         if kind < 0.15:
             study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))

@@ -31,15 +31,17 @@ OBJECTIVES = [
 
 
 def _fingerprint(agent: str) -> dict:
-    return {"machine": "aarch64" if agent == "pi4" else "x86_64", "system": "Linux", "cpu_model": f"{agent} cpu",
-            "cores": 4, "python": "3.11.2", "onnxruntime": "1.32.0", "qemu_cpu": None, "threads": 1,
+    return {"machine": "aarch64" if agent == "pi4" else "x86_64", "system": "Linux",
+            "cpu_model": f"{agent} cpu", "cores": 4, "python": "3.11.2", "onnxruntime": "1.32.0",
+            "qemu_cpu": None, "threads": 1,
             "governor": "performance", "freq_mhz": {"cpu0": 1500}, "temperature_c": {}}
 
 
 def _measurement(median: float, peak_mb: float, agent: str, when: float) -> dict:
     peak_kb = int(peak_mb * 1024)
-    return {"schema": 1, "ok": True, "latency_ms": {"median": median, "p90": median * 1.2, "min": median * 0.9,
-                                                     "mean": median, "iqr": median * 0.05, "count": 50},
+    latency = {"median": median, "p90": median * 1.2, "min": median * 0.9, "mean": median,
+               "iqr": median * 0.05, "count": 50}
+    return {"schema": 1, "ok": True, "latency_ms": latency,
             "session_ms": 3.0, "memory_kb": {"after_runs": {"peak_kb": peak_kb, "rss_kb": peak_kb}},
             "fingerprint": _fingerprint(agent), "ended_at": when, "cache_key": f"k{when}", "cached": False}
 
@@ -64,7 +66,8 @@ def synthetic_study(name: str, seed: int = 0, n: int = 24, max_latency_ms: float
         if number % 11 == 5:
             study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={
                 "spec": spec.to_dict(), "code": spec.code, "widths": spec.widths,
-                "fail_reason": "export failed: DFT not supported" if number % 2 else "agent pi4 unreachable"}))
+                "fail_reason": "export failed: DFT not supported" if number % 2 else "agent pi4 unreachable",
+            }))
             continue
         local = rng.uniform(0.05, 1.2)
         latency = {"local": local, "pi4": local * 1.3}
@@ -75,8 +78,10 @@ def synthetic_study(name: str, seed: int = 0, n: int = 24, max_latency_ms: float
         attrs = {
             "spec": spec.with_form(winner["local"]).to_dict(), "code": spec.code, "widths": spec.widths,
             "params": 64 * width + width * 10, "onnx_bytes": {"fft": 9000 + number, "dense": 30000 + number},
-            "measurements": {a: {winner[a]: _measurement(latency[a], peak[a], a, 1000.0 + number)} for a in AGENTS},
-            "winner": winner, "latency_ms": latency, "latency_p90_ms": {a: v * 1.2 for a, v in latency.items()},
+            "measurements": {a: {winner[a]: _measurement(latency[a], peak[a], a, 1000.0 + number)}
+                             for a in AGENTS},
+            "winner": winner, "latency_ms": latency,
+            "latency_p90_ms": {a: v * 1.2 for a, v in latency.items()},
             "peak_mb": peak, "trained": not infeasible,
             "infeasible": [f"{key} {latency[key.split('@')[1]]:.4g} > {max_latency_ms:g}"
                            for key, v in violated.items() if v > 0],
@@ -109,8 +114,8 @@ def test_report_counts_and_set(in_tmp):
     assert 0 < by["latency_ms@local"] < by["latency_ms@pi4"] == counts["infeasible"]
     assert counts["pareto"] + counts["dominated"] + counts["infeasible"] + counts["failed"] + 1 == 25
     lines = " ".join(count_lines(result))
-    assert (f"{counts['infeasible']} infeasible (not trained): {by['latency_ms@pi4']} latency on pi4 > 0.8 ms, "
-            f"{by['latency_ms@local']} latency on local > 0.8 ms") in lines
+    assert (f"{counts['infeasible']} infeasible (not trained): {by['latency_ms@pi4']} latency on pi4 "
+            f"> 0.8 ms, {by['latency_ms@local']} latency on local > 0.8 ms") in lines
     assert "1x export failed: DFT not supported" in lines and "1x agent pi4 unreachable" in lines
     accuracies = [r["accuracy"] for r in result.pareto]
     assert accuracies == sorted(accuracies, reverse=True)
@@ -125,8 +130,8 @@ def test_report_files_are_well_formed(in_tmp):
 
     pareto = pd.read_csv(paths["pareto.csv"])
     assert set(pareto["trial"]) == expected
-    for column in ("code", "widths", "form", "params", "onnx_kb", "accuracy", "latency_ms@local", "p90_ms@pi4",
-                   "peak_mb@pi4", "form@pi4"):
+    for column in ("code", "widths", "form", "params", "onnx_kb", "accuracy", "latency_ms@local",
+                   "p90_ms@pi4", "peak_mb@pi4", "form@pi4"):
         assert column in pareto.columns, column
     assert pareto["accuracy"].notna().all() and pareto["latency_ms@pi4"].notna().all()
 
@@ -150,6 +155,9 @@ def test_report_files_are_well_formed(in_tmp):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "Plotly.newPlot" in page and "<script src" not in page and "<link" not in page
     assert "aarch64" in page and "latency_ms@local" in page and "Search space" in page
+    # Hovering a Pareto point shows its architecture.
+    best = document["pareto"][0]
+    assert f"layers {best['code']}  widths {best['widths']}" in page
 
 
 def test_report_cli_formats(in_tmp):
@@ -182,21 +190,24 @@ def test_report_errors_exit_non_zero(in_tmp):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
 
 
 def chromium_render(page: Path, screenshot: Path, tmp: Path) -> str:
     """Load ``page`` in headless Chromium offline, take a screenshot; return Chromium's stderr log."""
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'chromium-profile'}", "--enable-logging=stderr",
-               "--v=0", "--hide-scrollbars", "--window-size=1280,1600", "--virtual-time-budget=5000",
-               f"--screenshot={screenshot}", page.resolve().as_uri()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)})
+               "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'chromium-profile'}",
+               "--enable-logging=stderr", "--v=0", "--hide-scrollbars", "--window-size=1280,1600",
+               "--virtual-time-budget=5000", f"--screenshot={screenshot}", page.resolve().as_uri()]
+    env = {**os.environ, "HOME": str(tmp)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+@needs_chromium
 def test_html_renders_in_headless_chromium(in_tmp):
     study = synthetic_study("syn")
     paths = write_report(build_report(study), in_tmp / "out")
@@ -215,13 +226,35 @@ def test_html_renders_in_headless_chromium(in_tmp):
     assert red > 200, "no Pareto markers visible in the screenshot"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+@needs_chromium
 def test_chromium_check_catches_a_broken_page(in_tmp):
     """The console check is not vacuous: a page with a script error is reported."""
     page = in_tmp / "broken.html"
     page.write_text("<html><body><p>x</p><script>undefinedFunction()</script></body></html>")
     log = chromium_render(page, in_tmp / "broken.png", in_tmp)
     assert any("CONSOLE" in line or "Uncaught" in line for line in log.splitlines())
+
+
+def test_report_of_a_study_with_nothing_complete(in_tmp):
+    """Only failed and running trials: no set, but every file and the reasons."""
+    study = optuna.create_study(study_name="empty", storage=open_storage("empty", None),
+                                directions=["maximize", "minimize"])
+    study.set_user_attr(CONFIG_ATTR, {"agents": ["local"], "objectives": OBJECTIVES[:2], "n_trials": 4,
+                                      "constraints": {}})
+    reason = {"fail_reason": "agent local: no onnxruntime"}
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs=reason))
+    study.add_trial(create_trial(state=TrialState.FAIL))
+    study.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 1}))
+    result = build_report(study)
+    assert result.pareto == [] and result.counts["failed"] == 2
+    lines = " ".join(count_lines(result))
+    assert "1x agent local: no onnxruntime" in lines and "queued again" in lines and "1 waiting" in lines
+    paths = write_report(result, in_tmp / "out")
+    assert pd.read_csv(paths["pareto.csv"]).empty
+    assert list(pd.read_csv(paths["pareto.csv"]).columns)[:3] == ["trial", "code", "widths"]
+    assert len(pd.read_csv(paths["trials.csv"])) == 3
+    assert json.loads(paths["pareto.json"].read_text())["pareto"] == []
+    assert paths["pareto.png"].stat().st_size > 10_000
 
 
 def test_report_reads_the_stored_study(in_tmp):

@@ -13,8 +13,10 @@ import click
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="X",
               help="Pick the most accurate trial whose median latency on the agent is at most X ms.")
 @click.option("--max-memory-mb", type=click.FloatRange(min=0, min_open=True), metavar="Y",
-              help="...and whose peak memory on the agent is at most Y MiB.")
-@click.option("--agent", metavar="A", help="Agent the limits and the deployed form refer to (default: the study's first).")
+              help="Pick the most accurate trial whose peak memory on the agent is at most Y MiB "
+                   "(with --max-latency-ms: both).")
+@click.option("--agent", metavar="A",
+              help="Agent the limits and the deployed form refer to (default: the study's first).")
 @click.option("--retrain-epochs", type=click.IntRange(min=1), metavar="E",
               help="Retrain the architecture from scratch for E epochs and bundle that model.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
@@ -24,8 +26,8 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_
          agent: str | None, retrain_epochs: int | None, out: Path | None, storage: str | None) -> None:
     """Pick a trial of study NAME and write a deployable bundle.
 
-    Either --trial N, or limits: the most accurate trained trial within --max-latency-ms and/or
-    --max-memory-mb on --agent. The bundle holds model.onnx (the form that measured fastest on the
+    Either --trial N, or limits: the most accurate trained trial within the latency and/or memory
+    limits on the agent. The bundle holds model.onnx (the form that measured fastest on the
     agent), model.pt + arch.json (nas.load_model), metrics.json and README.md. The ONNX model is
     checked against PyTorch on the validation data before anything is written.
     """
@@ -35,13 +37,16 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_
     if trial is not None and (max_latency_ms is not None or max_memory_mb is not None):
         raise click.UsageError("give either --trial or limits (--max-latency-ms, --max-memory-mb), not both")
     if trial is None and max_latency_ms is None and max_memory_mb is None:
-        raise click.UsageError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-memory-mb Y)")
+        raise click.UsageError("give --trial N, or a limit to pick by (--max-latency-ms X, "
+                               "--max-memory-mb Y)")
     study = load_study(name, storage)
-    choice = choose(study, trial=trial, max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb, agent=agent)
+    choice = choose(study, trial=trial, max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb,
+                    agent=agent)
     record, agent = choice.record, choice.agent
-    figures = [f"accuracy {100 * record.attrs['accuracy']:.2f}%" if record.attrs.get("accuracy") is not None else "",
-               f"{record.latency_ms(agent):.3g} ms median on {agent}" if record.latency_ms(agent) is not None else "",
-               f"{record.peak_mb(agent):.1f} MiB peak" if record.peak_mb(agent) is not None else "",
+    accuracy, latency, peak = record.attrs.get("accuracy"), record.latency_ms(agent), record.peak_mb(agent)
+    figures = [f"accuracy {100 * accuracy:.2f}%" if accuracy is not None else "",
+               f"{latency:.3g} ms median on {agent}" if latency is not None else "",
+               f"{peak:.1f} MiB peak" if peak is not None else "",
                f"form {choice.form}"]
     click.echo(f"Picked trial {record.number}: {record.attrs.get('code')} ({record.attrs.get('widths')}), "
                + ", ".join(f for f in figures if f) + ("" if choice.on_front else " (not on the Pareto set)"))
@@ -49,7 +54,8 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_
         click.echo(f"  {note}")
     if retrain_epochs:
         click.echo(f"Retraining from scratch for {retrain_epochs} epochs...")
-    bundle = write_bundle(study, choice, out or default_folder(name, record.number), retrain_epochs=retrain_epochs)
+    folder = out or default_folder(name, record.number)
+    bundle = write_bundle(study, choice, folder, retrain_epochs=retrain_epochs)
     metrics = bundle.metrics
     check = metrics["onnx_check"]
     click.echo(f"ONNX matches PyTorch on {check['samples']} validation samples (max abs diff "
@@ -57,7 +63,8 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_
     if metrics["retrain"]:
         r = metrics["retrain"]
         search = r["search_accuracy"]
-        click.echo(f"Retrained {r['epochs']} epochs in {r['seconds']:.1f} s: accuracy {100 * r['accuracy']:.2f}% "
-                   f"(search: {100 * search:.2f}% after {r['search_epochs']} epochs)" if search is not None
-                   else f"Retrained: accuracy {100 * r['accuracy']:.2f}%")
+        searched = "" if search is None else (f" (search: {100 * search:.2f}% after "
+                                              f"{r['search_epochs']} epochs)")
+        click.echo(f"Retrained {r['epochs']} epochs in {r['seconds']:.1f} s: accuracy "
+                   f"{100 * r['accuracy']:.2f}%{searched}")
     click.echo(f"Wrote {bundle.folder}/: model.onnx, model.pt, arch.json, metrics.json, README.md")

@@ -11,13 +11,14 @@ import click
 @click.command()
 @click.argument("name")
 @click.option("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///studies/NAME/study.db).")
-@click.option("--agent", metavar="A", help="Agent whose latency and memory the plots show (default: the study's first).")
+@click.option("--agent", metavar="A",
+              help="Agent whose latency and memory the plots show (default: the study's first).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Folder for the report files (default: studies/NAME/report).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
               show_default=True,
-              help="What to print: the table, pareto.csv or pareto.json on stdout, or the path of report.html. "
-                   "All files are written in every case.")
+              help="What to print: the table, pareto.csv or pareto.json on stdout, or the path of "
+                   "report.html. All files are written in every case.")
 def report(name: str, storage: str | None, agent: str | None, out: Path | None, fmt: str) -> None:
     """Show the Pareto set of study NAME and write its report files.
 
