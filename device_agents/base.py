@@ -120,7 +120,7 @@ class Agent(ABC):
             self._fingerprint = self.probe()["fingerprint"]
         return self._fingerprint
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most agents hold nothing
         """Release connections; the default has none."""
 
     def __enter__(self) -> Agent:

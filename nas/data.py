@@ -67,7 +67,7 @@ def load_dataset(source: str, val_fraction: float = 0.2, seed: int = 0) -> Datas
     if isinstance(result, Dataset):
         return result
     names = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
-    return _from_arrays(source, result if isinstance(result, dict) else dict(zip(names, result)))
+    return _from_arrays(source, result if isinstance(result, dict) else dict(zip(names, result, strict=False)))
 
 
 def _tensors(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:

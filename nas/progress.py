@@ -5,7 +5,14 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -45,6 +52,6 @@ class StudyProgress:
         self.task = self.progress.add_task("trials", total=remaining)
 
     def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.progress.console.print(trial_line(trial), highlight=False)
+        self.progress.console.print(trial_line(trial), highlight=False, soft_wrap=True)
         if self.task is not None:
             self.progress.advance(self.task)

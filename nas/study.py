@@ -29,7 +29,7 @@ from device_agents.base import Agent, AgentError, MeasureSettings
 from device_agents.registry import open_agent
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
-from nas.export import export_onnx
+from nas.export import ExportError, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
 from nas.space import SearchSpace, load_space, space_from_dict
@@ -60,8 +60,8 @@ class CandidateEvaluator:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._evaluate(trial)
-        except AgentError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+        except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
+            trial.set_user_attr("fail_reason", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -247,7 +247,8 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
         callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
         if on_trial:
             callbacks.append(on_trial)
-        study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks, catch=(AgentError,),
+        study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks,
+                       catch=(AgentError, ExportError),
                        gc_after_trial=False)
     return study
 

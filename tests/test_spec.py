@@ -43,7 +43,8 @@ def test_unknown_schema_is_refused():
 
 def test_build_model_is_seeded_and_has_the_spec_shapes():
     a, b = build_model(spec(), seed=3), build_model(spec(), seed=3)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert (pa == pb).all()
     assert a[0].in_features == 64 and a[0].out_features == 128 and a[-1].out_features == 10
-    assert any((pa != pc).any() for pa, pc in zip(a.parameters(), build_model(spec(), seed=4).parameters()))
+    other = build_model(spec(), seed=4)
+    assert any((pa != pc).any() for pa, pc in zip(a.parameters(), other.parameters(), strict=True))

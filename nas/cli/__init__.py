@@ -7,17 +7,19 @@ behind ``--verbose``.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
+import optuna
 
+from device_agents.base import AgentError
 from nas.cli.agent import agent
 from nas.cli.bench import bench
 from nas.cli.demo import demo
-from device_agents.base import AgentError
-from nas.errors import UserError
 from nas.cli.pick import pick
 from nas.cli.report import report
 from nas.cli.study import study
+from nas.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,6 +37,10 @@ for command in (study, agent, report, pick, bench, demo):
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one line and exit code 2."""
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    if not verbose:
+        # Optuna flags heartbeats and metric names as experimental; users can do nothing about it.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -42,7 +48,7 @@ def main() -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(exc.exit_code)
     except (UserError, AgentError) as exc:
         if verbose:
             raise
