@@ -14,6 +14,7 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -69,7 +70,8 @@ class CandidateEvaluator:
         spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
         model = build_model(spec, seed=spec_seed(spec))
         params = sum(p.numel() for p in model.parameters())
-        for key, value in {"spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "params": params}.items():
+        attrs = {"spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "params": params, "worker": _WORKER}
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
         clock.lap("sample")
 
@@ -155,6 +157,7 @@ class CandidateEvaluator:
 
 
 _FIGURE = {"latency_ms": "median_ms", "peak_mb": "peak_mb"}
+_WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Clock:
@@ -252,7 +255,3 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
                        gc_after_trial=False)
     return study
 
-
-def torch_threads() -> None:
-    """Training and export share the host with the local agent: keep torch from oversubscribing."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
