@@ -50,7 +50,7 @@ def test_mnist_idx_folder(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(7) % 10)
     data = load_dataset(f"mnist:{tmp_path}", val_fraction=0.2)
     assert data.in_features == 16 and len(data.y_val) == 6 and len(data.y_test) == 7
-    assert 0.0 <= float(data.X_train.min()) and float(data.X_train.max()) <= 1.0
+    assert float(data.X_train.min()) >= 0.0 and float(data.X_train.max()) <= 1.0
 
 
 @pytest.mark.parametrize("bad", ["cifar", "npz:", "python:only_module"])

@@ -17,7 +17,7 @@ URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(not URL, reason="set NAS_TEST_POSTGRES_URL (as root: export NAS_TEST_POSTGRES_URL=$(.ci/postgres))"),
+    pytest.mark.skipif(not URL, reason="needs PostgreSQL: as root, export NAS_TEST_POSTGRES_URL=$(.ci/postgres)"),
 ]
 
 
