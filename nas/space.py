@@ -6,17 +6,30 @@ allowed (``SpaceError``, a ``UserError``: exit code 2, nothing else happens).
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, \
-    model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nas.data import check_source
 from nas.errors import UserError
 from nas.spec import ArchSpec, LayerSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
