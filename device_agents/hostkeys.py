@@ -130,16 +130,21 @@ class _Policy(paramiko.MissingHostKeyPolicy):
                 raise HostKeyUnknown(
                     f"host {self.name} presents host key {presented}, not the {wanted} given to "
                     "--trust-host-key; refusing to connect (check the fingerprint on the device with "
-                    "'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')", presented)
+                    "'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')",
+                    presented,
+                )
         elif self.trust.trust_new:
             self.trust.warn(
                 f"WARNING: trusting the NEW host key {presented} ({key.get_name()}) of {self.name} without "
-                "verification (--trust-new-host-key); it is now recorded and any change will be refused")
+                "verification (--trust-new-host-key); it is now recorded and any change will be refused"
+            )
         else:
             raise HostKeyUnknown(
                 f"unknown host key for {self.name}: {presented} ({key.get_name()}); if that is the "
                 "device's key (on the device: 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub'), "
-                f"run again with --trust-host-key {presented}", presented)
+                f"run again with --trust-host-key {presented}",
+                presented,
+            )
         remember(self.name, key)
 
 
@@ -150,10 +155,13 @@ def changed_error(name: str, key: paramiko.PKey, known: list[tuple[paramiko.PKey
     return HostKeyChanged(
         f"HOST KEY CHANGED for {name}: it presents {key.get_name()} {key_fingerprint(key)} but we know "
         f"{old}. Someone may be intercepting the connection; refusing to connect. If the device was "
-        f"reinstalled and you trust the new key, delete the old one ({fixes}) and add the agent again")
+        f"reinstalled and you trust the new key, delete the old one ({fixes}) and add the agent again"
+    )
 
 
-def prepare(client: paramiko.SSHClient, host: str, port: int, trust: TrustPolicy, alias: str | None = None) -> str:
+def prepare(
+    client: paramiko.SSHClient, host: str, port: int, trust: TrustPolicy, alias: str | None = None
+) -> str:
     """Load the known keys for ``host:port`` (or ``alias``, ssh_config's HostKeyAlias) into ``client``
     and install the policy; returns the name keys are filed under.
 

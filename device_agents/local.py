@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device_agents.base import RUNNER_PATH, Agent, AgentError, MeasureSettings, file_sha256, parse_runner_output
+from device_agents.base import (
+    RUNNER_PATH,
+    Agent,
+    AgentError,
+    MeasureSettings,
+    file_sha256,
+    parse_runner_output,
+)
 
 
 class LocalAgent(Agent):

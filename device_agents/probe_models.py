@@ -49,14 +49,18 @@ def mlp_model(path: Path, width: int = 64, depth: int = 2, seed: int = 0) -> Pat
     nodes, inits, current = [], [], "x"
     for layer in range(depth):
         weight = f"w{layer}"
-        inits.append(numpy_helper.from_array((rng.standard_normal((width, width)) / width**0.5).astype(np.float32),
-                                             weight))
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal((width, width)) / width**0.5).astype(np.float32), weight
+            )
+        )
         nodes.append(helper.make_node("MatMul", [current, weight], [f"h{layer}"]))
         nodes.append(helper.make_node("Relu", [f"h{layer}"], [f"a{layer}"]))
         current = f"a{layer}"
     nodes.append(helper.make_node("Identity", [current], ["y"]))
     graph = helper.make_graph(
-        nodes, f"nas_mlp_{width}x{depth}",
+        nodes,
+        f"nas_mlp_{width}x{depth}",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
         initializer=inits,

@@ -35,8 +35,10 @@ def registry_path() -> Path:
 def check_name(name: str) -> str:
     """Agent names are plain words: letters, digits, '.', '_', '-' (they name folders and cache keys)."""
     if not NAME_PATTERN.match(name or ""):
-        raise AgentError(f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-' "
-                         "(at most 64, starting with a letter or digit)")
+        raise AgentError(
+            f"invalid agent name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
     return name
 
 
@@ -69,8 +71,10 @@ def get_agent(name: str) -> dict[str, Any]:
     agents = list_agents()
     if name not in agents:
         known = ", ".join(sorted(agents)) or "none registered"
-        raise AgentError(f"unknown agent {name!r} (known: {LOCAL}, {known}); "
-                         f"register it with 'nas agent add {name} --host HOST'")
+        raise AgentError(
+            f"unknown agent {name!r} (known: {LOCAL}, {known}); "
+            f"register it with 'nas agent add {name} --host HOST'"
+        )
     return agents[name]
 
 

@@ -56,11 +56,25 @@ def _proc_status_kb():
 
 
 ARM_PARTS = {  # /proc/cpuinfo "CPU part" of ARM Ltd (implementer 0x41) cores
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-    "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd44": "Cortex-X1", "0xd46": "Cortex-A510",
-    "0xd47": "Cortex-A710", "0xd48": "Cortex-X2", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
-    "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1", "0xd49": "Neoverse-N2",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2",
+    "0xd4d": "Cortex-A715",
+    "0xd4e": "Cortex-X3",
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+    "0xd49": "Neoverse-N2",
 }
 
 
@@ -148,11 +162,12 @@ def _import_runtime():
     try:
         import numpy
     except ImportError:
-        raise RunnerError("numpy_missing", "numpy is not installed for %s" % sys.executable)
+        raise RunnerError("numpy_missing", f"numpy is not installed for {sys.executable}") from None
     try:
         import onnxruntime
     except ImportError:
-        raise RunnerError("onnxruntime_missing", "onnxruntime is not installed for %s" % sys.executable)
+        message = f"onnxruntime is not installed for {sys.executable}"
+        raise RunnerError("onnxruntime_missing", message) from None
     return numpy, onnxruntime
 
 
@@ -172,7 +187,7 @@ def _session(ort, model, threads):
     try:
         return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad model
-        raise RunnerError("model_load_failed", "onnxruntime could not load the model: %s" % exc)
+        raise RunnerError("model_load_failed", f"onnxruntime could not load the model: {exc}") from exc
 
 
 def _inputs(np, session, batch):
@@ -181,7 +196,8 @@ def _inputs(np, session, batch):
     for spec in session.get_inputs():
         shape = [dim if isinstance(dim, int) else batch for dim in spec.shape]
         if "float" not in spec.type:
-            raise RunnerError("unsupported_input", "input %s has type %s; only float inputs" % (spec.name, spec.type))
+            message = f"input {spec.name} has type {spec.type}; only float inputs"
+            raise RunnerError("unsupported_input", message)
         feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
 
@@ -227,7 +243,7 @@ def _timed_runs(np, session, feeds, args):
 def measure(args):
     np, ort = _import_runtime()
     if args.sha256 and _sha256(args.model) != args.sha256:
-        raise RunnerError("model_corrupt", "model file %s does not match its content hash" % args.model)
+        raise RunnerError("model_corrupt", f"model file {args.model} does not match its content hash")
     if args.pin_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.pin_cpu})
     baseline = _proc_status_kb()
@@ -241,7 +257,7 @@ def measure(args):
             session.run(None, feeds)
         latency = _timed_runs(np, session, feeds, args)
     except Exception as exc:
-        raise RunnerError("run_failed", "onnxruntime failed running the model: %s" % exc)
+        raise RunnerError("run_failed", f"onnxruntime failed running the model: {exc}") from exc
     after_runs = _proc_status_kb()
     return {
         "latency_ms": latency,
@@ -296,7 +312,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-runs", type=int, default=20)
     parser.add_argument("--min-seconds", type=float, default=0.5)
     parser.add_argument("--max-seconds", type=float, default=60.0)
-    parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median exceeds this")
+    parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median is above")
     parser.add_argument("--max-rounds", type=int, default=3)
     parser.add_argument("--pin-cpu", type=int, default=None)
     parser.add_argument("--lock", help="file to flock so one measurement runs at a time on this device")
@@ -322,7 +338,7 @@ def main(argv=None):
         result.update({"ok": False, "error_kind": exc.kind, "error": str(exc)})
         status = 2
     except Exception as exc:  # report anything else as one JSON line too, never a bare traceback
-        result.update({"ok": False, "error_kind": "internal", "error": "%s: %s" % (type(exc).__name__, exc)})
+        result.update({"ok": False, "error_kind": "internal", "error": f"{type(exc).__name__}: {exc}"})
         status = 2
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

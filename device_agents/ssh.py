@@ -16,6 +16,7 @@ Work dir layout on the device::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import os
@@ -102,7 +103,11 @@ def resolve(target: SSHTarget) -> _Resolved:
             entry = paramiko.SSHConfig.from_path(str(config_path)).lookup(target.host)
         except (OSError, paramiko.SSHException, ValueError) as exc:
             raise AgentError(f"cannot read {config_path}: {exc}") from exc
-    keys = [target.key] if target.key else [k for k in entry.get("identityfile", []) if Path(k).expanduser().exists()]
+    keys = (
+        [target.key]
+        if target.key
+        else [k for k in entry.get("identityfile", []) if Path(k).expanduser().exists()]
+    )
     keys = [str(Path(k).expanduser()) for k in keys]
     for key in keys:
         if not Path(key).is_file():
@@ -118,8 +123,10 @@ def resolve(target: SSHTarget) -> _Resolved:
 
 
 def install_hint(python: str, what: str = "onnxruntime numpy") -> str:
-    return (f"install it on the device with '{python} -m pip install {what}' (in a venv on Raspberry Pi OS / "
-            "Debian; see docs/agents.md for Termux), or pass --python with an interpreter that has it")
+    return (
+        f"install it on the device with '{python} -m pip install {what}' (in a venv on Raspberry Pi OS / "
+        "Debian; see docs/agents.md for Termux), or pass --python with an interpreter that has it"
+    )
 
 
 class SSHAgent(Agent):
@@ -151,6 +158,7 @@ class SSHAgent(Agent):
         self._sftp: paramiko.SFTPClient | None = None
         self._resolved: _Resolved | None = None
         self._workdir: str | None = None
+        self._python: str = target.python
         self._runner: str | None = None
         self._uploaded: set[str] = set()
         self._fingerprint: dict[str, Any] | None = None
@@ -174,13 +182,23 @@ class SSHAgent(Agent):
     def _connect(self) -> None:
         resolved = self._resolved = resolve(self.target)
         client = paramiko.SSHClient()
-        known_name = hostkeys.prepare(client, resolved.hostname, resolved.port, self.trust, resolved.hostkey_alias)
+        known_name = hostkeys.prepare(
+            client, resolved.hostname, resolved.port, self.trust, resolved.hostkey_alias
+        )
         try:
             sock = self._socket(resolved)
             client.connect(
-                resolved.hostname, resolved.port, username=resolved.user, key_filename=resolved.keys or None,
-                timeout=self.connect_timeout, banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout, allow_agent=True, look_for_keys=not resolved.keys, sock=sock,
+                resolved.hostname,
+                resolved.port,
+                username=resolved.user,
+                key_filename=resolved.keys or None,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout,
+                allow_agent=True,
+                look_for_keys=not resolved.keys,
+                sock=sock,
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -190,14 +208,17 @@ class SSHAgent(Agent):
             raise
         except paramiko.PasswordRequiredException as exc:
             client.close()
-            raise AgentAuthError(f"agent {self.name}: the SSH key {', '.join(resolved.keys)} is encrypted; "
-                                 f"load it into ssh-agent (ssh-add) and try again ({exc})") from None
+            raise AgentAuthError(
+                f"agent {self.name}: the SSH key {', '.join(resolved.keys)} is encrypted; "
+                f"load it into ssh-agent (ssh-add) and try again ({exc})"
+            ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             keys = ", ".join(resolved.keys) if resolved.keys else "ssh-agent and ~/.ssh/id_* keys"
             raise AgentAuthError(
-                f"agent {self.name}: {resolved.address} refused our SSH key ({keys}): {exc}. Put the public key "
-                f"in ~{resolved.user}/.ssh/authorized_keys on the device (ssh-copy-id) or pass --key PATH") from None
+                f"agent {self.name}: {resolved.address} refused our SSH key ({keys}): {exc}. Put the public "
+                f"key in ~{resolved.user}/.ssh/authorized_keys on the device (ssh-copy-id) or pass --key PATH"
+            ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
             raise _ConnectionLost(f"cannot connect to {resolved.address}: {_describe(exc)}") from None
@@ -213,6 +234,9 @@ class SSHAgent(Agent):
             self._disconnect()
             raise _ConnectionLost(f"SFTP to {resolved.address} failed: {_describe(exc)}") from None
         self._workdir = _absolute(self.target.workdir, home)
+        # "~/venv/bin/python" would reach the device quoted, so expand it here.
+        python = self.target.python
+        self._python = _absolute(python, home) if python.startswith("~/") else python
 
     def _socket(self, resolved: _Resolved) -> Any:
         """A TCP socket with keep-alive and a user timeout, so a vanished device drops the connection
@@ -223,7 +247,9 @@ class SSHAgent(Agent):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(max(self.keepalive * 3, 30) * 1000))
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(max(self.keepalive * 3, 30) * 1000)
+            )
         if hasattr(socket, "TCP_KEEPIDLE"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 15)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
@@ -241,10 +267,8 @@ class SSHAgent(Agent):
         with self._lock:
             for closable in (self._sftp, self._client):
                 if closable is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closing a dead connection may raise anything
                         closable.close()
-                    except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
-                        pass
             self._sftp = self._client = None
             self._runner = None
             self._uploaded.clear()
@@ -268,8 +292,10 @@ class SSHAgent(Agent):
                 now = time.monotonic()
                 deadline = deadline or now + self.down_timeout
                 if now + delay > deadline:
-                    message = (f"agent {self.name}: device {self.address} unreachable for {self.down_timeout:.0f} s "
-                               f"after {attempts} attempts; last error: {reason}")
+                    message = (
+                        f"agent {self.name}: device {self.address} unreachable for {self.down_timeout:.0f} s "
+                        f"after {attempts} attempts; last error: {reason}"
+                    )
                     self._contact("unreachable", reason)
                     raise AgentUnreachable(message) from None
                 self.log(f"agent {self.name}: {reason}; reconnecting in {delay:.1f} s")
@@ -317,8 +343,10 @@ class SSHAgent(Agent):
                     raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
                 if time.monotonic() > deadline:
                     channel.close()
-                    raise AgentError(f"agent {self.name}: '{argv[0]} ...' took longer than {timeout:.0f} s on the "
-                                     "device; raise the agent's command timeout or check the device")
+                    raise AgentError(
+                        f"agent {self.name}: '{argv[0]} ...' took longer than {timeout:.0f} s on the "
+                        "device; raise the agent's command timeout or check the device"
+                    )
                 if not busy:
                     channel.status_event.wait(0.005)
             status = channel.exit_status if channel.exit_status_ready() else -1
@@ -343,12 +371,16 @@ class SSHAgent(Agent):
             except FileNotFoundError:
                 raise
             except PermissionError as exc:
-                raise DeviceError(f"agent {self.name}: no permission to {what} on the device ({exc}); "
-                                  "choose a writable --workdir", "workdir") from None
+                raise DeviceError(
+                    f"agent {self.name}: no permission to {what} on the device ({exc}); "
+                    "choose a writable --workdir",
+                    "workdir",
+                ) from None
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 if self._client and self._client.get_transport() and self._client.get_transport().is_active():
-                    raise DeviceError(f"agent {self.name}: could not {what} on the device: {_describe(exc)}",
-                                      "workdir") from None
+                    raise DeviceError(
+                        f"agent {self.name}: could not {what} on the device: {_describe(exc)}", "workdir"
+                    ) from None
                 raise _ConnectionLost(f"SFTP to {self.address} failed: {_describe(exc)}") from None
 
     def _makedirs(self, path: str) -> None:
@@ -372,10 +404,8 @@ class SSHAgent(Agent):
                 sftp.put(str(local), partial, confirm=True)
                 sftp.posix_rename(partial, remote)
             except Exception:
-                try:
+                with contextlib.suppress(OSError, paramiko.SSHException):
                     sftp.remove(partial)
-                except (OSError, paramiko.SSHException):
-                    pass
                 raise
 
         self._sftp_call(f"upload {local.name}", put)
@@ -412,19 +442,27 @@ class SSHAgent(Agent):
     def _runner_call(self, args: list[str], timeout: float) -> dict[str, Any]:
         runner = self._deploy_runner()
         lock = posixpath.join(self.workdir, "device.lock")
-        python = self.target.python
+        python = self._python
         status, out, err = self._exec([python, runner, "--lock", lock, *args], timeout)
         if status == 127 or (status != 0 and not out.strip() and "not found" in err):
             raise DeviceError(
-                f"agent {self.name}: no Python at '{python}' on the device ({err.strip()[-200:]}): install Python "
-                "3.8+ (Raspberry Pi OS / Debian: sudo apt install python3 python3-venv; Termux: pkg install python) "
-                "or pass --python PATH", "python_missing")
+                f"agent {self.name}: no Python at '{python}' on the device ({err.strip()[-200:]}): install "
+                "Python 3.8+ (Raspberry Pi OS / Debian: sudo apt install python3 python3-venv; Termux: pkg "
+                "install python) or pass --python PATH",
+                "python_missing",
+            )
         if status == -1:
-            raise DeviceError(f"agent {self.name}: the runner was killed on the device (out of memory?) "
-                              f"{err.strip()[-300:]}", "killed")
+            raise DeviceError(
+                f"agent {self.name}: the runner was killed on the device (out of memory?) "
+                f"{err.strip()[-300:]}",
+                "killed",
+            )
         if not out.strip():
-            raise DeviceError(f"agent {self.name}: '{python}' printed no result (exit {status}): "
-                              f"{err.strip()[-300:]} (is it Python 3.8 or newer?)", "internal")
+            raise DeviceError(
+                f"agent {self.name}: '{python}' printed no result (exit {status}): "
+                f"{err.strip()[-300:]} (is it Python 3.8 or newer?)",
+                "internal",
+            )
         return parse_runner_output(out, self.name)
 
     # --- the Agent interface --------------------------------------------------------------------
@@ -484,7 +522,9 @@ class SSHAgent(Agent):
         def operation() -> str:
             status, out, err = self._exec(argv, timeout or self.command_timeout)
             if status != 0:
-                raise DeviceError(f"agent {self.name}: {shlex.join(argv)} failed ({status}): {err.strip()[-300:]}")
+                raise DeviceError(
+                    f"agent {self.name}: {shlex.join(argv)} failed ({status}): {err.strip()[-300:]}"
+                )
             return out
 
         return self._retrying(operation)[0]
@@ -495,11 +535,17 @@ def require_runtime(agent: SSHAgent, probe: dict[str, Any]) -> None:
     fingerprint = probe["fingerprint"]
     python = agent.target.python
     if not fingerprint.get("onnxruntime"):
-        raise DeviceError(f"agent {agent.name}: onnxruntime is not installed for {python} on the device: "
-                          + install_hint(python), "onnxruntime_missing")
+        raise DeviceError(
+            f"agent {agent.name}: onnxruntime is not installed for {python} on the device: "
+            + install_hint(python),
+            "onnxruntime_missing",
+        )
     if not fingerprint.get("numpy"):
-        raise DeviceError(f"agent {agent.name}: numpy is not installed for {python} on the device: "
-                          + install_hint(python, "numpy"), "numpy_missing")
+        raise DeviceError(
+            f"agent {agent.name}: numpy is not installed for {python} on the device: "
+            + install_hint(python, "numpy"),
+            "numpy_missing",
+        )
 
 
 def _absolute(workdir: str, home: str) -> str:

@@ -7,6 +7,7 @@ The testbeds are real: a real sshd on 127.0.0.1 (``loopback``) and an emulated a
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-ARM64_HOW = ("set NAS_TEST_ARM64=1 and run as root after "
-             "'apt-get install -y qemu-user-static binfmt-support mmdebstrap arch-test' and "
-             "'python -m device_agents.testbeds.arm64 up' (the first build takes about 4 minutes)")
+ARM64_HOW = (
+    "set NAS_TEST_ARM64=1 and run as root after "
+    "'apt-get install -y qemu-user-static binfmt-support mmdebstrap arch-test' and "
+    "'python -m device_agents.testbeds.arm64 up' (the first build takes about 4 minutes)"
+)
 
 
 @dataclass
@@ -84,8 +87,12 @@ def add_args() -> Callable[..., list[str]]:
     def build(testbed, name: str = "loop", **overrides: str | None) -> list[str]:  # noqa: ANN001
         info = testbed.info()
         options = {
-            "--host": info["host"], "--port": str(info["port"]), "--user": info["user"], "--key": info["key"],
-            "--python": info["python"], "--trust-host-key": info["host_key_fingerprint"],
+            "--host": info["host"],
+            "--port": str(info["port"]),
+            "--user": info["user"],
+            "--key": info["key"],
+            "--python": info["python"],
+            "--trust-host-key": info["host_key_fingerprint"],
         }
         options.update(overrides)
         args = ["agent", "add", name]
@@ -97,11 +104,53 @@ def add_args() -> Callable[..., list[str]]:
     return build
 
 
-@pytest.fixture
-def loop_agent(nas_env: NasEnv, sshd, add_args) -> str:  # noqa: ANN001
-    """The loopback device registered as ``loop`` (short down timeout) in the isolated NAS_HOME."""
-    result = nas_env.run(*add_args(sshd, "loop", **{"--down-timeout": "20"}))
+@pytest.fixture(scope="session")
+def _loop_registration(loopback, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """``nas agent add loop`` done once per session; tests get a copy of the resulting NAS_HOME."""
+    from nas.cli import cli
+
+    folder = tmp_path_factory.mktemp("loop_nas_home")
+    info = loopback.info()
+    saved = {name: os.environ.get(name) for name in ("NAS_HOME", "HOME", "SSH_AUTH_SOCK")}
+    os.environ.update(NAS_HOME=str(folder), HOME=str(tmp_path_factory.mktemp("loop_home")))
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    try:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "agent",
+                "add",
+                "loop",
+                "--host",
+                info["host"],
+                "--port",
+                str(info["port"]),
+                "--user",
+                info["user"],
+                "--key",
+                info["key"],
+                "--python",
+                info["python"],
+                "--trust-host-key",
+                info["host_key_fingerprint"],
+                "--down-timeout",
+                "20",
+            ],
+        )
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     assert result.exit_code == 0, result.output + repr(result.exception)
+    return folder
+
+
+@pytest.fixture
+def loop_agent(nas_env: NasEnv, sshd, _loop_registration: Path) -> str:  # noqa: ANN001
+    """The loopback device registered as ``loop`` (down timeout 20 s) in the test's NAS_HOME."""
+    shutil.copytree(_loop_registration, nas_env.nas_home, dirs_exist_ok=True)
     return "loop"
 
 

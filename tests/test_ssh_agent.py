@@ -3,17 +3,19 @@ measuring, the device lock, hostile names, and a device that goes away."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from device_agents import registry
-from device_agents.base import AgentError, AgentUnreachable, DeviceError, MeasureSettings
+from device_agents.base import AgentError, AgentUnreachable, DeviceError, MeasureSettings, file_sha256
 from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
 from device_agents.pool import AgentPool
 from device_agents.ssh import AgentAuthError
@@ -133,13 +135,31 @@ def test_known_key_in_users_hashed_known_hosts_is_accepted(nas_env, sshd, add_ar
     assert not nas_env.known_hosts.exists()  # nothing new to remember
 
 
-def test_host_alias_from_ssh_config(nas_env, sshd, add_args):
+def test_host_alias_from_ssh_config_and_python_in_the_device_home(nas_env, sshd, add_args):
     info = sshd.info()
     (nas_env.home / ".ssh" / "config").write_text(
         f"Host testboard\n  HostName 127.0.0.1\n  Port {info['port']}\n  User {info['user']}\n"
-        f"  IdentityFile {info['key']}\n")
-    result = nas_env.run(*add_args(sshd, "viaconfig", **{"--host": "testboard", "--port": None, "--user": None,
-                                                         "--key": None}))
+        f"  IdentityFile {info['key']}\n"
+    )
+    link = Path(info["home"], f"py-{uuid.uuid4().hex[:8]}")
+    link.write_text(f'#!/bin/sh\nexec {info["python"]} "$@"\n')
+    link.chmod(0o755)
+    try:
+        result = nas_env.run(
+            *add_args(
+                sshd,
+                "viaconfig",
+                **{
+                    "--host": "testboard",
+                    "--port": None,
+                    "--user": None,
+                    "--key": None,
+                    "--python": f"~/{link.name}",
+                },
+            )
+        )
+    finally:
+        link.unlink()
     assert result.exit_code == 0, repr(result.exception)
     assert registry.get_agent("viaconfig")["address"] == f"{info['user']}@127.0.0.1:{info['port']}"
 
@@ -173,8 +193,12 @@ def test_device_without_python_fails_at_add_with_the_install_hint(nas_env, sshd,
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(nas_env, sshd, add_args):
-    done = subprocess.run([str(Path(sys.executable).with_name("nas")), *add_args(sshd, **{"--trust-host-key": None})],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("nas")), *add_args(sshd, **{"--trust-host-key": None})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "unknown host key" in errors[0] and "Traceback" not in done.stderr
@@ -197,10 +221,18 @@ def test_concurrent_requests_to_one_device_never_overlap(nas_env, loop_agent, ss
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=hammer, args=(first, 2)), threading.Thread(target=hammer, args=(first, 2))]
+    threads = [
+        threading.Thread(target=hammer, args=(first, 2)),
+        threading.Thread(target=hammer, args=(first, 2)),
+    ]
     with AgentPool() as pool:  # the pool: one job per agent at a time, agents concurrently
-        futures = pool.measure_all([("loop", onnx_models["small"], QUICK), ("loop2", onnx_models["small"], QUICK),
-                                    ("loop2", onnx_models["large"], QUICK)])
+        futures = pool.measure_all(
+            [
+                ("loop", onnx_models["small"], QUICK),
+                ("loop2", onnx_models["small"], QUICK),
+                ("loop2", onnx_models["large"], QUICK),
+            ]
+        )
         for thread in threads:
             thread.start()
         results.extend(future.result(timeout=60) for future in futures)
@@ -215,7 +247,9 @@ def test_concurrent_requests_to_one_device_never_overlap(nas_env, loop_agent, ss
 def test_pool_measures_different_devices_at_the_same_time(nas_env, loop_agent, onnx_models):
     slow = MeasureSettings(warmup=1, min_runs=5, min_seconds=1.0, max_seconds=5.0, max_spread=10.0)
     with AgentPool() as pool:
-        futures = pool.measure_all([("local", onnx_models["small"], slow), (loop_agent, onnx_models["small"], slow)])
+        futures = pool.measure_all(
+            [("local", onnx_models["small"], slow), (loop_agent, onnx_models["small"], slow)]
+        )
         local, remote = (future.result(timeout=60) for future in futures)
     assert local["started_at"] < remote["ended_at"] and remote["started_at"] < local["ended_at"]
 
@@ -245,32 +279,37 @@ def test_shell_metacharacters_do_no_harm(nas_env, sshd, add_args, onnx_models, t
     assert Path(home, f"w {HOSTILE}", "models").is_dir()
 
     # A hostile --python is one (missing) program, not a command line.
-    result = nas_env.run(*add_args(sshd, "metachar2", **{"--python": f"{sshd.python}; touch /tmp/nas-pwned-py"}))
+    result = nas_env.run(
+        *add_args(sshd, "metachar2", **{"--python": f"{sshd.python}; touch /tmp/nas-pwned-py"})
+    )
     assert isinstance(result.exception, DeviceError) and "no Python at" in str(result.exception)
 
     assert sentinel.read_text() == "still here"
     assert set(Path("/tmp").glob("nas-pwned*")) == pwned_before
     assert set(home.iterdir()) - home_before <= {home / f"w {HOSTILE}".split("/")[0]}
+    shutil.rmtree(home / f"w {HOSTILE}".split("/")[0])
 
 
 def test_nothing_is_written_outside_the_work_dir(nas_env, sshd, add_args, onnx_models):
     home = Path(sshd.home)
+    workdir = home / f"tidy-{uuid.uuid4().hex[:8]}"
     before = set(home.rglob("*"))
-    result = nas_env.run(*add_args(sshd, "tidy", **{"--workdir": "tidy-workdir"}))
+    result = nas_env.run(*add_args(sshd, "tidy", **{"--workdir": workdir.name}))
     assert result.exit_code == 0, repr(result.exception)
     with registry.open_agent("tidy") as agent:
         agent.measure(onnx_models["small"], QUICK)
     new = set(home.rglob("*")) - before
-    assert new and all(path.is_relative_to(home / "tidy-workdir") for path in new)
-    names = sorted(p.name for p in (home / "tidy-workdir").iterdir())
+    assert new and all(path.is_relative_to(workdir) for path in new), new
+    names = sorted(p.name for p in workdir.iterdir())
     assert names[:2] == ["device.lock", "models"] and names[2].startswith("runner-") and len(names) == 3
-    assert all(p.suffix == ".onnx" and len(p.stem) == 64 for p in (home / "tidy-workdir" / "models").iterdir())
+    assert all(p.suffix == ".onnx" and len(p.stem) == 64 for p in (workdir / "models").iterdir())
+    shutil.rmtree(workdir)
 
 
 def test_a_model_damaged_on_the_device_is_uploaded_again(nas_env, loop_agent, onnx_models):
     with registry.open_agent(loop_agent) as agent:
         agent.measure(onnx_models["small"], QUICK)
-        remote = next(Path(agent.workdir, "models").glob("*.onnx"))
+        remote = Path(agent.workdir, "models", file_sha256(onnx_models["small"]) + ".onnx")
     good = onnx_models["small"].read_bytes()
     for damage in (b"garbage", good[:-1] + bytes([good[-1] ^ 1])):  # wrong size; same size, wrong bytes
         remote.write_bytes(damage)
@@ -285,7 +324,9 @@ def test_a_model_damaged_on_the_device_is_uploaded_again(nas_env, loop_agent, on
 def test_sshd_killed_during_a_measurement_is_retried_after_restart(nas_env, loop_agent, sshd, onnx_models):
     settings = MeasureSettings(warmup=1, min_runs=5, min_seconds=2.0, max_seconds=10.0, max_spread=10.0)
     outcome: dict = {}
-    with registry.open_agent(loop_agent, log=lambda message: outcome.setdefault("log", []).append(message)) as agent:
+    with registry.open_agent(
+        loop_agent, log=lambda message: outcome.setdefault("log", []).append(message)
+    ) as agent:
         agent.measure(onnx_models["small"], QUICK)  # warm connection, model uploaded
 
         def measure() -> None:
@@ -324,3 +365,146 @@ def test_device_kept_down_raises_unreachable_within_the_timeout(nas_env, loop_ag
     assert record["state"] == "unreachable" and "refused" in record["state_detail"]
     listing = nas_env.run("agent", "list")
     assert "unreachable" in listing.output
+
+
+# --- studies measuring over SSH -----------------------------------------------------------------
+
+STUDY_SPACE = """
+name = "ssh-fast"
+[data]
+dataset = "digits"
+[backbone]
+hidden_layers = [1]
+widths = [16, 32]
+[layers]
+kinds = ["dense", "lowrank"]
+lowrank_ranks = [2, 4]
+[training]
+epochs = 1
+learning_rate = 0.01
+[[objectives]]
+metric = "accuracy"
+[[objectives]]
+metric = "latency_ms"
+[[objectives]]
+metric = "params"
+[measure]
+min_runs = 5
+min_seconds = {min_seconds}
+warmup = 1
+"""
+
+
+def study_cli(*args: str) -> subprocess.Popen:
+    """The real ``nas`` CLI in a subprocess (environment and cwd from ``nas_env``)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("nas")), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        pytest.fail(f"the study did not finish within {timeout} s: {output[-2000:]}")
+    return output
+
+
+def wait_for_measurement(testbed, process: subprocess.Popen, timeout: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not testbed.runner_pids():
+        assert process.poll() is None, (
+            "the study ended before measuring: " + (process.stdout.read() or "")[-2000:]
+        )
+        assert time.monotonic() < deadline, "no measurement started on the device"
+        time.sleep(0.05)
+    time.sleep(0.3)  # well inside the timed runs (min_seconds 1.5)
+
+
+def trials_by_state(name: str) -> dict[str, list]:
+    from nas.storage import load_study
+
+    trials: dict[str, list] = {}
+    for trial in load_study(name).get_trials(deepcopy=False):
+        trials.setdefault(trial.state.name, []).append(trial)
+    return trials
+
+
+@pytest.mark.slow
+def test_a_study_on_the_loopback_agent_completes_though_sshd_is_killed_mid_measurement(
+    nas_env, loop_agent, sshd, tmp_path
+):
+    space = tmp_path / "space.toml"
+    space.write_text(STUDY_SPACE.format(min_seconds=1.5))
+    process = study_cli(
+        "study",
+        "start",
+        "s2",
+        "--space",
+        str(space),
+        "--agent",
+        loop_agent,
+        "--trials",
+        "2",
+        "--sampler",
+        "random",
+    )
+    wait_for_measurement(sshd, process)
+    sshd.stop(kill_sessions=True)
+    time.sleep(1.5)
+    sshd.start()
+    output = finish(process)
+    assert process.returncode == 0, output[-2000:]
+    assert "reconnecting" in output
+    trials = trials_by_state("s2")
+    assert len(trials.get("COMPLETE", [])) == 2 and not trials.get("FAIL"), output[-2000:]
+    for trial in trials["COMPLETE"]:
+        forms = trial.user_attrs["measurements"][loop_agent]
+        assert forms and all(r["fingerprint"]["machine"] == "x86_64" for r in forms.values())
+    assert (
+        sum(
+            r["attempts"]
+            for t in trials["COMPLETE"]
+            for r in t.user_attrs["measurements"][loop_agent].values()
+        )
+        >= 3
+    )  # one was retried
+
+
+@pytest.mark.slow
+def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, add_args, tmp_path):
+    assert nas_env.run(*add_args(sshd, "flaky", **{"--down-timeout": "3"})).exit_code == 0
+    space = tmp_path / "space.toml"
+    space.write_text(STUDY_SPACE.format(min_seconds=1.5))
+    process = study_cli(
+        "study",
+        "start",
+        "s3",
+        "--space",
+        str(space),
+        "--agent",
+        "flaky",
+        "--trials",
+        "1",
+        "--sampler",
+        "random",
+    )
+    wait_for_measurement(sshd, process)
+    sshd.stop(kill_sessions=True)
+    output = finish(process, timeout=120)
+    failed = trials_by_state("s3").get("FAIL", [])
+    assert failed, output[-2000:]
+    reason = failed[0].user_attrs["fail_reason"]
+    assert "flaky" in reason and "unreachable for 3 s" in reason and "Connection refused" in reason
+    assert "unreachable" in output
+
+    sshd.start()
+    resumed = nas_env.run("study", "resume", "s3")  # in-process: torch is already imported here
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    trials = trials_by_state("s3")
+    assert len(trials.get("COMPLETE", [])) == 1, resumed.output

@@ -46,8 +46,13 @@ SITE = "usr/local/lib/python3.11/dist-packages"  # on the board's sys.path (Debi
 SSHD_CONFIG = "/etc/ssh/nas_sshd_config"
 SSHD_PID = "run/nas-sshd.pid"
 SSHD_LOG = "var/log/nas-sshd.log"
-TOOLS = {"mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",
-         "update-binfmts": "binfmt-support", "ip": "iproute2", "ssh-keygen": "openssh-client"}
+TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "qemu-aarch64-static": "qemu-user-static",
+    "update-binfmts": "binfmt-support",
+    "ip": "iproute2",
+    "ssh-keygen": "openssh-client",
+}
 
 
 class BoardError(RuntimeError):
@@ -60,7 +65,9 @@ def _run(argv: list[str], timeout: float = 120, check: bool = True, **kwargs) ->
     except subprocess.TimeoutExpired as exc:
         raise BoardError(f"{argv[0]} took longer than {timeout:.0f} s") from exc
     if check and done.returncode != 0:
-        raise BoardError(f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        raise BoardError(
+            f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}"
+        )
     return done
 
 
@@ -90,7 +97,9 @@ class Arm64Board:
             return "the arm64 board needs root (mounts, network namespaces)"
         missing = [pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)]
         if missing:
-            return "missing Debian packages: apt-get install -y " + " ".join(sorted(set(missing)) + ["arch-test"])
+            return "missing Debian packages: apt-get install -y " + " ".join(
+                sorted(set(missing)) + ["arch-test"]
+            )
         return None
 
     def built(self) -> bool:
@@ -104,9 +113,15 @@ class Arm64Board:
     def info(self) -> dict:
         """How to reach the board (what ``nas agent add`` needs)."""
         return {
-            "host": BOARD_ADDR, "port": 22, "user": BOARD_USER, "key": str(self.client_key),
-            "python": BOARD_PYTHON, "netns": NETNS, "rootfs": str(self.rootfs),
-            "host_key_fingerprint": self._host_key_fingerprint(), "running": self.running(),
+            "host": BOARD_ADDR,
+            "port": 22,
+            "user": BOARD_USER,
+            "key": str(self.client_key),
+            "python": BOARD_PYTHON,
+            "netns": NETNS,
+            "rootfs": str(self.rootfs),
+            "host_key_fingerprint": self._host_key_fingerprint(),
+            "running": self.running(),
             "built": self.built(),
         }
 
@@ -137,12 +152,37 @@ class Arm64Board:
         partial = self.cache / "rootfs.partial"
         _remove_tree(partial)
         _log(f"building the {SUITE} arm64 root filesystem with mmdebstrap (a few minutes)...")
-        _run(["mmdebstrap", "--arch=arm64", "--variant=minbase", "--include=python3,openssh-server",
-              SUITE, str(partial), *_mirrors()], timeout=1800)
+        _run(
+            [
+                "mmdebstrap",
+                "--arch=arm64",
+                "--variant=minbase",
+                "--include=python3,openssh-server",
+                SUITE,
+                str(partial),
+                *_mirrors(),
+            ],
+            timeout=1800,
+        )
         _log("installing the aarch64 onnxruntime and numpy wheels...")
-        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(self.wheels),
-              "--only-binary=:all:", *_platform_args(), "--target", str(partial / SITE), *PACKAGES],
-             timeout=600)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--find-links",
+                str(self.wheels),
+                "--only-binary=:all:",
+                *_platform_args(),
+                "--target",
+                str(partial / SITE),
+                *PACKAGES,
+            ],
+            timeout=600,
+        )
         _run(["useradd", "--root", str(partial), "--create-home", "--shell", "/bin/sh", BOARD_USER])
         _run(["usermod", "--root", str(partial), "-p", "*", BOARD_USER])  # locked for passwords, keys work
         (partial / "run" / "sshd").mkdir(parents=True, exist_ok=True)
@@ -160,8 +200,21 @@ class Arm64Board:
             return
         self.wheels.mkdir(parents=True, exist_ok=True)
         _log("downloading aarch64 wheels for onnxruntime and numpy...")
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *_platform_args(),
-              "-d", str(self.wheels), *PACKAGES], timeout=900)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                *_platform_args(),
+                "-d",
+                str(self.wheels),
+                *PACKAGES,
+            ],
+            timeout=900,
+        )
         marker.write_text("\n".join(sorted(p.name for p in self.wheels.glob("*.whl"))) + "\n")
 
     # --- up / down ------------------------------------------------------------------------------
@@ -202,7 +255,9 @@ class Arm64Board:
             _log("board down")
 
     def purge(self) -> None:
-        self.down(quiet=True)
+        pid = self._sshd_pid()
+        if _mounted_under(self.cache) or (pid is not None and alive(pid)):  # this cache's board is up
+            self.down(quiet=True)
         if _mounted_under(self.cache):
             raise BoardError(f"refusing to delete {self.cache}: something is still mounted under it")
         _remove_tree(self.cache)
@@ -211,7 +266,20 @@ class Arm64Board:
     def _install_keys(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.client_key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nas-arm64-client", "-f", str(self.client_key)])
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "nas-arm64-client",
+                    "-f",
+                    str(self.client_key),
+                ]
+            )
         home = self.rootfs / "home" / BOARD_USER
         ssh_dir = home / ".ssh"
         ssh_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +304,9 @@ class Arm64Board:
     def _network(self) -> None:
         routes = _run(["ip", "-4", "route", "show", f"{HOST_ADDR}/{PREFIX}"], check=False).stdout
         if routes.strip():
-            raise BoardError(f"{HOST_ADDR}/{PREFIX} is already routed on this host ({routes.strip()}); run 'down'")
+            raise BoardError(
+                f"{HOST_ADDR}/{PREFIX} is already routed on this host ({routes.strip()}); run 'down'"
+            )
         _run(["ip", "netns", "add", NETNS])
         _run(["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_BOARD, "netns", NETNS])
         _run(["ip", "addr", "add", f"{HOST_ADDR}/{PREFIX}", "dev", VETH_HOST])
@@ -248,8 +318,23 @@ class Arm64Board:
     def _start_sshd(self) -> None:
         (self.rootfs / "run" / "sshd").mkdir(parents=True, exist_ok=True)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": QEMU_CPU, "LANG": "C.UTF-8"}
-        _run(["ip", "netns", "exec", NETNS, "chroot", str(self.rootfs), "/usr/sbin/sshd", "-f", SSHD_CONFIG,
-              "-E", "/" + SSHD_LOG], env=env, timeout=120)
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                "chroot",
+                str(self.rootfs),
+                "/usr/sbin/sshd",
+                "-f",
+                SSHD_CONFIG,
+                "-E",
+                "/" + SSHD_LOG,
+            ],
+            env=env,
+            timeout=120,
+        )
         deadline = time.monotonic() + 90
         while not port_open(BOARD_ADDR, 22, 1.0):
             if time.monotonic() > deadline:
@@ -300,33 +385,40 @@ def _mirrors() -> list[str]:
 
 
 def _sshd_config() -> str:
-    return "\n".join([
-        "# written by device_agents/testbeds/arm64.py",
-        "Port 22",
-        f"ListenAddress {BOARD_ADDR}",
-        "HostKey /etc/ssh/ssh_host_ed25519_key",
-        f"PidFile /{SSHD_PID}",
-        "AuthorizedKeysFile .ssh/authorized_keys",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "PermitRootLogin no",
-        f"AllowUsers {BOARD_USER}",
-        "UseDNS no",
-        "MaxSessions 20",
-        "Subsystem sftp internal-sftp",
-        f"SetEnv QEMU_CPU={QEMU_CPU}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# written by device_agents/testbeds/arm64.py",
+            "Port 22",
+            f"ListenAddress {BOARD_ADDR}",
+            "HostKey /etc/ssh/ssh_host_ed25519_key",
+            f"PidFile /{SSHD_PID}",
+            "AuthorizedKeysFile .ssh/authorized_keys",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "PermitRootLogin no",
+            f"AllowUsers {BOARD_USER}",
+            "UseDNS no",
+            "MaxSessions 20",
+            "Subsystem sftp internal-sftp",
+            f"SetEnv QEMU_CPU={QEMU_CPU}",
+            "",
+        ]
+    )
 
 
 def _arm_cpuinfo(cpus: int) -> str:
     """A Raspberry-Pi-4-like (Cortex-A72) /proc/cpuinfo, one entry per host CPU."""
-    entry = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
-             "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
-             "CPU revision\t: 3\n\n")
-    return "".join(entry.format(n=n) for n in range(cpus)) + "Hardware\t: BCM2835 (emulated)\nModel\t\t: nas-arm64\n"
+    entry = (
+        "processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+        "CPU revision\t: 3\n\n"
+    )
+    return (
+        "".join(entry.format(n=n) for n in range(cpus))
+        + "Hardware\t: BCM2835 (emulated)\nModel\t\t: nas-arm64\n"
+    )
 
 
 def _board_ids(rootfs: Path) -> tuple[int, int]:
@@ -359,16 +451,10 @@ def _remove_tree(path: Path) -> None:
         _run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
 
 
-
-
-
-
-
-
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device_agents.testbeds.arm64", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m device_agents.testbeds.arm64", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("action", choices=["up", "down", "status", "build", "purge"])
     parser.add_argument("--cache", type=Path, default=None, help="cache dir (default /var/cache/nas-arm64)")
     args = parser.parse_args(argv)

@@ -44,7 +44,9 @@ def _run(argv: list[str], timeout: float = 300, **kwargs) -> subprocess.Complete
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"{argv[0]} took longer than {timeout:.0f} s") from exc
     if done.returncode != 0:
-        raise TestbedError(f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        raise TestbedError(
+            f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}"
+        )
     return done
 
 
@@ -108,8 +110,13 @@ class Loopback:
 
     def info(self) -> dict:
         return {
-            "host": "127.0.0.1", "port": self.port, "user": self.user, "key": str(self.client_key),
-            "python": self.python, "bare_python": SYSTEM_PYTHON, "home": str(self.home),
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "key": str(self.client_key),
+            "python": self.python,
+            "bare_python": SYSTEM_PYTHON,
+            "home": str(self.home),
             "host_key_fingerprint": self.host_key_fingerprint() if self.host_key.exists() else None,
             "running": self.running(),
         }
@@ -130,12 +137,24 @@ class Loopback:
         try:
             entry = pwd.getpwnam(self.user)
         except KeyError:
-            _run(["useradd", "--system", "--home-dir", str(self.home), "--create-home", "--shell", "/bin/sh",
-                  self.user])
+            _run(
+                [
+                    "useradd",
+                    "--system",
+                    "--home-dir",
+                    str(self.home),
+                    "--create-home",
+                    "--shell",
+                    "/bin/sh",
+                    self.user,
+                ]
+            )
             entry = pwd.getpwnam(self.user)
         if Path(entry.pw_dir) != self.home:
-            raise TestbedError(f"user {self.user} exists with home {entry.pw_dir}, not {self.home}; "
-                               f"remove it (userdel {self.user}) or set NAS_LOOPBACK_DIR")
+            raise TestbedError(
+                f"user {self.user} exists with home {entry.pw_dir}, not {self.home}; "
+                f"remove it (userdel {self.user}) or set NAS_LOOPBACK_DIR"
+            )
         _run(["usermod", "-p", "*", self.user])  # no password, but not locked for key logins
         self.home.mkdir(exist_ok=True)
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
@@ -144,11 +163,36 @@ class Loopback:
     def _keys(self) -> None:
         entry = pwd.getpwnam(self.user)
         if not self.host_key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nas-loopback-host", "-f", str(self.host_key)])
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "nas-loopback-host",
+                    "-f",
+                    str(self.host_key),
+                ]
+            )
         self.client_key.parent.mkdir(mode=0o700, exist_ok=True)
         if not self.client_key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nas-loopback-client", "-f",
-                  str(self.client_key)])
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "nas-loopback-client",
+                    "-f",
+                    str(self.client_key),
+                ]
+            )
         ssh_dir = self.home / ".ssh"
         ssh_dir.mkdir(exist_ok=True)
         authorized = ssh_dir / "authorized_keys"
@@ -160,7 +204,10 @@ class Loopback:
 
     def _venv(self) -> None:
         check = [self.python, "-c", "import numpy, onnxruntime"]
-        if Path(self.python).exists() and subprocess.run(check, capture_output=True, timeout=60).returncode == 0:
+        if (
+            Path(self.python).exists()
+            and subprocess.run(check, capture_output=True, timeout=60).returncode == 0
+        ):
             return
         shutil.rmtree(self.venv, ignore_errors=True)
         _run([SYSTEM_PYTHON, "-m", "venv", str(self.venv)], timeout=120)
@@ -173,33 +220,51 @@ class Loopback:
         except ImportError:
             versions = ["onnxruntime", "numpy"]
         try:
-            _run([self.python, "-m", "pip", "install", "--quiet", "--only-binary=:all:", *versions], timeout=600)
+            _run(
+                [self.python, "-m", "pip", "install", "--quiet", "--only-binary=:all:", *versions],
+                timeout=600,
+            )
         except TestbedError:
-            _run([self.python, "-m", "pip", "install", "--quiet", "--only-binary=:all:", "onnxruntime", "numpy"],
-                 timeout=600)
+            _run(
+                [
+                    self.python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--only-binary=:all:",
+                    "onnxruntime",
+                    "numpy",
+                ],
+                timeout=600,
+            )
 
     # --- run ------------------------------------------------------------------------------------
 
     def _write_config(self, port: int) -> None:
-        self.config.write_text("\n".join([
-            "# written by device_agents/testbeds/loopback.py",
-            f"Port {port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key}",
-            f"PidFile {self.pidfile}",
-            "AuthorizedKeysFile .ssh/authorized_keys",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "PermitRootLogin no",
-            f"AllowUsers {self.user}",
-            "UseDNS no",
-            "MaxStartups 50",
-            "MaxSessions 50",
-            "Subsystem sftp internal-sftp",
-            "",
-        ]))
+        self.config.write_text(
+            "\n".join(
+                [
+                    "# written by device_agents/testbeds/loopback.py",
+                    f"Port {port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.pidfile}",
+                    "AuthorizedKeysFile .ssh/authorized_keys",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "PermitRootLogin no",
+                    f"AllowUsers {self.user}",
+                    "UseDNS no",
+                    "MaxStartups 50",
+                    "MaxSessions 50",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
 
     def start(self) -> dict:
         if self.running():
@@ -237,6 +302,19 @@ class Loopback:
             time.sleep(0.02)
         self.pidfile.unlink(missing_ok=True)
 
+    def runner_pids(self, measuring_only: bool = True) -> list[int]:
+        """Runner processes started through this sshd (``measuring_only``: not probes)."""
+        pid = self.pid()
+        found = []
+        for child in descendants(pid) if pid else []:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"/runner-" in arg for arg in argv) and not (measuring_only and b"--probe" in argv):
+                found.append(child)
+        return found
+
     def up(self) -> dict:
         self.setup()
         return self.start()
@@ -255,8 +333,9 @@ class Loopback:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device_agents.testbeds.loopback",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m device_agents.testbeds.loopback", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("action", choices=["up", "down", "status", "purge"])
     args = parser.parse_args(argv)
     testbed = Loopback()
@@ -264,9 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "up":
             info = testbed.up()
             print(json.dumps(info, indent=2))
-            print(f"register it: nas agent add loop --host 127.0.0.1 --port {info['port']} --user {info['user']} "
-                  f"--key {info['key']} --python {info['python']} --trust-host-key {info['host_key_fingerprint']}",
-                  file=sys.stderr)
+            print(
+                f"register it: nas agent add loop --host 127.0.0.1 --port {info['port']} "
+                f"--user {info['user']} --key {info['key']} --python {info['python']} "
+                f"--trust-host-key {info['host_key_fingerprint']}",
+                file=sys.stderr,
+            )
         elif args.action == "down":
             testbed.down()
         elif args.action == "purge":

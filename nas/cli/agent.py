@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import rich.markup
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -37,22 +39,60 @@ def agent() -> None:
 @click.option("--host", required=True, help="Host name, address, or an alias from ~/.ssh/config.")
 @click.option("--port", type=int, default=None, help="SSH port (default: ~/.ssh/config, else 22).")
 @click.option("--user", default=None, help="Login (default: ~/.ssh/config, else your user name).")
-@click.option("--key", type=click.Path(dir_okay=False), default=None,
-              help="Private key file (default: ~/.ssh/config, ssh-agent, ~/.ssh/id_*).")
-@click.option("--python", "python", default="python3", show_default=True,
-              help="Python on the device that has numpy and onnxruntime.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads for every measurement on this agent (default: the study's setting, 1).")
-@click.option("--workdir", default=".nas-agent", show_default=True,
-              help="Work dir on the device (relative to the login's home); nothing is written elsewhere.")
-@click.option("--trust-host-key", metavar="SHA256:...", default=None,
-              help="Accept the device's host key if it has exactly this fingerprint.")
-@click.option("--trust-new-host-key", is_flag=True, help="Accept whatever host key the device presents (unsafe).")
-@click.option("--down-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="Seconds to keep reconnecting to this agent before a measurement fails.")
-def add(name: str, host: str, port: int | None, user: str | None, key: str | None, python: str,
-        threads: int | None, workdir: str, trust_host_key: str | None, trust_new_host_key: bool,
-        down_timeout: float) -> None:
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Private key file (default: ~/.ssh/config, ssh-agent, ~/.ssh/id_*).",
+)
+@click.option(
+    "--python",
+    "python",
+    default="python3",
+    show_default=True,
+    help="Python on the device that has numpy and onnxruntime.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Intra-op threads for every measurement on this agent (default: the study's setting, 1).",
+)
+@click.option(
+    "--workdir",
+    default=".nas-agent",
+    show_default=True,
+    help="Work dir on the device (relative to the login's home); nothing is written elsewhere.",
+)
+@click.option(
+    "--trust-host-key",
+    metavar="SHA256:...",
+    default=None,
+    help="Accept the device's host key if it has exactly this fingerprint.",
+)
+@click.option(
+    "--trust-new-host-key", is_flag=True, help="Accept whatever host key the device presents (unsafe)."
+)
+@click.option(
+    "--down-timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to keep reconnecting to this agent before a measurement fails.",
+)
+def add(
+    name: str,
+    host: str,
+    port: int | None,
+    user: str | None,
+    key: str | None,
+    python: str,
+    threads: int | None,
+    workdir: str,
+    trust_host_key: str | None,
+    trust_new_host_key: bool,
+    down_timeout: float,
+) -> None:
     """Connect to a device, probe it, deploy the runner, calibrate, and register it as NAME."""
     from device_agents.probe_models import probe_models
     from device_agents.ssh import SSHAgent, SSHTarget, require_runtime
@@ -61,17 +101,31 @@ def add(name: str, host: str, port: int | None, user: str | None, key: str | Non
     if name == registry.LOCAL:
         raise UserError(f"'{registry.LOCAL}' is the built-in agent for this host; choose another name")
     if name in registry.list_agents():
-        raise UserError(f"agent {name!r} is already registered; remove it first with 'nas agent remove {name}'")
+        raise UserError(
+            f"agent {name!r} is already registered; remove it first with 'nas agent remove {name}'"
+        )
     if trust_host_key and trust_new_host_key:
         raise UserError("give --trust-host-key or --trust-new-host-key, not both")
     if trust_host_key and not trust_host_key.strip().lower().startswith("sha256:"):
-        raise UserError(f"--trust-host-key wants a SHA256 fingerprint like 'SHA256:abc...', not {trust_host_key!r}")
+        raise UserError(
+            f"--trust-host-key wants a SHA256 fingerprint like 'SHA256:abc...', not {trust_host_key!r}"
+        )
     if key and not Path(key).expanduser().is_file():
         raise UserError(f"--key {key}: no such file")
-    target = SSHTarget(host=host, port=port, user=user, key=str(Path(key).expanduser().resolve()) if key else None,
-                       python=python, workdir=workdir, threads=threads)
-    trust = TrustPolicy(fingerprint=normalize_fingerprint(trust_host_key) if trust_host_key else None,
-                        trust_new=trust_new_host_key, warn=_warn)
+    target = SSHTarget(
+        host=host,
+        port=port,
+        user=user,
+        key=str(Path(key).expanduser().resolve()) if key else None,
+        python=python,
+        workdir=workdir,
+        threads=threads,
+    )
+    trust = TrustPolicy(
+        fingerprint=normalize_fingerprint(trust_host_key) if trust_host_key else None,
+        trust_new=trust_new_host_key,
+        warn=_warn,
+    )
     console = _console()
     dft_model, calibration_model = probe_models()
     # Fail fast at registration: a wrong address should not be retried for minutes.
@@ -103,10 +157,14 @@ def add(name: str, host: str, port: int | None, user: str | None, key: str | Non
     registry.save_agent(name, record)
     console.print(_fingerprint_table(name, record))
     if not probe.get("dft"):
-        _warn(f"the device's onnxruntime cannot run ONNX DFT ({probe.get('dft_error')}): studies on {name} will "
-              "deploy the dense form of Toeplitz-like layers")
-    console.print(f"agent [bold]{name}[/bold] registered: calibration model median "
-                  f"{record['calibration']['median_ms']:.3f} ms; use it with --agent {name}")
+        _warn(
+            f"the device's onnxruntime cannot run ONNX DFT ({probe.get('dft_error')}): studies on {name} "
+            "will deploy the dense form of Toeplitz-like layers"
+        )
+    console.print(
+        f"agent [bold]{name}[/bold] registered: calibration model median "
+        f"{record['calibration']['median_ms']:.3f} ms; use it with --agent {name}"
+    )
 
 
 @agent.command("list")
@@ -114,30 +172,46 @@ def list_() -> None:
     """Registered agents (and the built-in local one), as last seen; contacts no device."""
     import platform
 
-    table = Table(title="measurement agents")
-    for column in ("name", "host", "arch", "onnxruntime", "DFT", "last seen", "state"):
-        table.add_column(column)
     try:
         import onnxruntime
 
         local_ort = onnxruntime.__version__
     except ImportError:
         local_ort = "missing"
-    table.add_row(registry.LOCAL, "this host", platform.machine(), local_ort, "", "", "built in")
+    rows = [(registry.LOCAL, "this host", platform.machine(), local_ort, "", "", "built-in")]
     for name, record in sorted(registry.list_agents().items()):
         fingerprint = record.get("fingerprint") or {}
         state = record.get("state", "?")
         style = {"ok": "green", "unreachable": "red", "error": "red", "auth": "red"}.get(state, "")
-        table.add_row(name, record.get("address") or record["target"]["host"], fingerprint.get("machine", "?"),
-                      str(fingerprint.get("onnxruntime", "?")), "yes" if record.get("dft") else "no",
-                      _ago(record.get("last_seen")), f"[{style}]{state}[/{style}]" if style else state)
+        rows.append(
+            (
+                name,
+                record.get("address") or record["target"]["host"],
+                fingerprint.get("machine", "?"),
+                str(fingerprint.get("onnxruntime", "?")),
+                "yes" if record.get("dft") else "no",
+                _ago(record.get("last_seen")),
+                f"[{style}]{state}[/{style}]" if style else state,
+            )
+        )
+    table = Table(title="measurement agents", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("name", "host", "arch", "onnxruntime", "DFT", "last seen", "state"):
+        table.add_column(column, no_wrap=column in ("name", "arch"))
+    table.columns[1].min_width = min(40, max(len(row[1]) for row in rows))
+    table.columns[-1].min_width = max(len(rich.markup.render(row[-1]).plain) for row in rows)
+    for row in rows:
+        table.add_row(*row)
     _console().print(table)
 
 
 @agent.command("check")
 @click.argument("name")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="ONNX model to measure (default: the calibration model).")
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model to measure (default: the calibration model).",
+)
 @click.option("--repeat", type=click.IntRange(min=2), default=5, show_default=True)
 def check(name: str, model: Path | None, repeat: int) -> None:
     """Re-probe NAME, then measure one model REPEAT times and show their spread."""
@@ -152,12 +226,20 @@ def check(name: str, model: Path | None, repeat: int) -> None:
         fingerprint = probe["fingerprint"]
         if record is not None:
             if record.get("fingerprint_key") != fingerprint_key(fingerprint):
-                _warn(f"agent {name}: the device changed since it was registered "
-                      f"({_changes(record.get('fingerprint') or {}, fingerprint)}); "
-                      "measurements cached for the old fingerprint will not be reused")
-            registry.update_agent(name, fingerprint=fingerprint, fingerprint_key=fingerprint_key(fingerprint),
-                                  dft=probe.get("dft"), dft_error=probe.get("dft_error"), last_seen=time.time(),
-                                  state="ok")
+                _warn(
+                    f"agent {name}: the device changed since it was registered "
+                    f"({_changes(record.get('fingerprint') or {}, fingerprint)}); "
+                    "measurements cached for the old fingerprint will not be reused"
+                )
+            registry.update_agent(
+                name,
+                fingerprint=fingerprint,
+                fingerprint_key=fingerprint_key(fingerprint),
+                dft=probe.get("dft"),
+                dft_error=probe.get("dft_error"),
+                last_seen=time.time(),
+                state="ok",
+            )
         results = []
         table = Table(title=f"{name}: {model.name}, {repeat} measurements")
         for column in ("#", "median ms", "p90 ms", "IQR/median", "session ms", "peak MiB", "wall s"):
@@ -167,19 +249,34 @@ def check(name: str, model: Path | None, repeat: int) -> None:
             result = device.measure(model, CALIBRATION_SETTINGS)
             results.append(result)
             latency = result["latency_ms"]
-            table.add_row(str(index + 1), f"{latency['median']:.4f}", f"{latency['p90']:.4f}",
-                          f"{latency['iqr'] / latency['median']:.1%}" if latency["median"] else "-",
-                          f"{result['session_ms']:.1f}",
-                          f"{result['memory_kb']['after_runs']['peak_kb'] / 1024:.1f}",
-                          f"{time.monotonic() - started:.2f}")
-    console.print(_fingerprint_table(name, {"fingerprint": fingerprint, "dft": probe.get("dft"),
-                                            "address": record.get("address") if record else "this host"}))
+            table.add_row(
+                str(index + 1),
+                f"{latency['median']:.4f}",
+                f"{latency['p90']:.4f}",
+                f"{latency['iqr'] / latency['median']:.1%}" if latency["median"] else "-",
+                f"{result['session_ms']:.1f}",
+                f"{result['memory_kb']['after_runs']['peak_kb'] / 1024:.1f}",
+                f"{time.monotonic() - started:.2f}",
+            )
+    console.print(
+        _fingerprint_table(
+            name,
+            {
+                "fingerprint": fingerprint,
+                "dft": probe.get("dft"),
+                "address": record.get("address") if record else "this host",
+            },
+        )
+    )
     console.print(table)
     medians = [r["latency_ms"]["median"] for r in results]
     middle = statistics.median(medians)
     spread = (max(medians) - min(medians)) / middle if middle else 0.0
-    verdict = "[green]stable[/green]" if spread <= 0.10 else "[yellow]noisy: check the governor, " \
-        "the temperature and background load[/yellow]"
+    verdict = (
+        "[green]stable[/green]"
+        if spread <= 0.10
+        else "[yellow]noisy: check the governor, the temperature and background load[/yellow]"
+    )
     console.print(f"median of medians {middle:.4f} ms, spread (max-min)/median {spread:.1%}: {verdict}")
 
 
@@ -191,7 +288,10 @@ def remove(name: str) -> None:
         raise UserError(f"'{registry.LOCAL}' is built in and cannot be removed")
     record = registry.remove_agent(name)
     where = record.get("workdir_abs") or record.get("target", {}).get("workdir")
-    click.echo(f"agent {name} removed; its work dir {where} on {record.get('address', 'the device')} was left in place")
+    click.echo(
+        f"agent {name} removed; its work dir {where} on {record.get('address', 'the device')} "
+        "was left in place"
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -200,8 +300,11 @@ def remove(name: str) -> None:
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     latency = result["latency_ms"]
     return {
-        "median_ms": latency["median"], "p90_ms": latency["p90"], "iqr_ms": latency["iqr"],
-        "session_ms": result.get("session_ms"), "peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
+        "median_ms": latency["median"],
+        "p90_ms": latency["p90"],
+        "iqr_ms": latency["iqr"],
+        "session_ms": result.get("session_ms"),
+        "peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
         "at": result.get("ended_at"),
     }
 
@@ -238,7 +341,9 @@ def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     from device_agents.base import STABLE_FINGERPRINT_FIELDS
 
-    diffs = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in STABLE_FINGERPRINT_FIELDS if old.get(k) != new.get(k)]
+    diffs = [
+        f"{k}: {old.get(k)} -> {new.get(k)}" for k in STABLE_FINGERPRINT_FIELDS if old.get(k) != new.get(k)
+    ]
     return "; ".join(diffs) or "unknown change"
 
 
@@ -253,4 +358,3 @@ def _ago(when: float | None) -> str:
     if seconds < 36 * 3600:
         return f"{seconds / 3600:.0f} h ago"
     return time.strftime("%Y-%m-%d", time.localtime(when))
-
