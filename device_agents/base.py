@@ -114,6 +114,10 @@ class Agent(ABC):
     def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
         """Measure one model in a fresh process on the device; the runner's parsed result."""
 
+    def settings_for(self, settings: MeasureSettings) -> MeasureSettings:
+        """The settings a measurement will really use (an agent may pin its own thread count)."""
+        return settings
+
     def fingerprint(self) -> dict[str, Any]:
         """The device fingerprint, probed once per agent object."""
         if getattr(self, "_fingerprint", None) is None:

@@ -19,6 +19,7 @@ from device_agents.base import Agent, MeasureSettings, file_sha256, fingerprint_
 
 
 def cache_key(model_sha256: str, agent: Agent, settings: MeasureSettings) -> str:
+    settings = agent.settings_for(settings)
     payload = json.dumps([model_sha256, fingerprint_key(agent.fingerprint()), settings.to_dict()], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

@@ -18,7 +18,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from device_agents.base import Agent, AgentError, MeasureSettings
-from device_agents.registry import open_agent
+from device_agents.base import Agent, AgentError, AgentUnreachable, MeasureSettings
+from device_agents.pool import AgentPool
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
 from nas.export import ExportError, export_onnx
@@ -48,11 +47,11 @@ SAMPLERS = {
 class CandidateEvaluator:
     """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
 
-    def __init__(self, config: dict[str, Any], agents: dict[str, Agent], data: Dataset,
+    def __init__(self, config: dict[str, Any], pool: AgentPool, data: Dataset,
                  cache: MeasurementCache, store: ArtifactStore) -> None:
         self.config = config
         self.space: SearchSpace = space_from_dict(config["space"])
-        self.agents = agents
+        self.pool = pool
         self.data = data
         self.cache = cache
         self.store = store
@@ -63,6 +62,8 @@ class CandidateEvaluator:
             return self._evaluate(trial)
         except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
             trial.set_user_attr("fail_reason", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            # a device that was down is worth another try on resume; a model it cannot load is not
+            trial.set_user_attr("retryable", isinstance(exc, AgentUnreachable))
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -123,11 +124,22 @@ class CandidateEvaluator:
         return export_onnx(deployed(model, spec), spec.in_features, path)
 
     def _measure(self, trial: optuna.Trial, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-        """Every form on every agent; stored after each agent so nothing measured is lost."""
+        """Every form on every agent, the agents in parallel; what was measured is stored even if an agent fails."""
+
+        def on_device(agent: Agent) -> dict[str, Any]:
+            return {form: self.cache.measure(agent, path, self.settings) for form, path in files.items()}
+
+        futures = {name: self.pool.call(name, on_device) for name in self.config["agents"]}
         measurements: dict[str, dict[str, Any]] = {}
-        for name, agent in self.agents.items():
-            measurements[name] = {form: self.cache.measure(agent, path, self.settings) for form, path in files.items()}
-            trial.set_user_attr("measurements", measurements)
+        errors = []
+        for name, future in futures.items():
+            try:
+                measurements[name] = future.result()
+            except AgentError as exc:
+                errors.append(exc)
+        trial.set_user_attr("measurements", measurements)
+        if errors:
+            raise errors[0]
         return measurements
 
     def _check_constraints(self, trial: optuna.Trial, figures: dict[str, dict[str, float]], params: int) -> list[str]:
@@ -240,12 +252,15 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
         on_start(max(remaining, 0))
     if remaining <= 0:
         return study
+
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
-    with ExitStack() as stack:
-        agents = {agent: stack.enter_context(open_agent(agent)) for agent in config["agents"]}
-        evaluator = CandidateEvaluator(config, agents, data, MeasurementCache(study),
+    _requeue_unreachable(study)
+    with AgentPool() as pool:
+        for agent in config["agents"]:
+            pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
+        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study),
                                        ArtifactStore(Path(config["artifacts_dir"])))
         callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
         if on_trial:
@@ -254,4 +269,12 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
                        catch=(AgentError, ExportError),
                        gc_after_trial=False)
     return study
+
+
+def _requeue_unreachable(study: optuna.Study) -> None:
+    """Queue again, once, the candidates whose trial failed because a device was unreachable."""
+    retried = {trial.user_attrs.get("retry_of") for trial in study.get_trials(deepcopy=False)}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.user_attrs.get("retryable") and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 

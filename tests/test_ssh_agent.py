@@ -508,3 +508,6 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
     trials = trials_by_state("s3")
     assert len(trials.get("COMPLETE", [])) == 1, resumed.output
+    redone = trials["COMPLETE"][0]
+    assert redone.user_attrs["retry_of"] == failed[0].number
+    assert redone.params == failed[0].params, "resume must redo the candidate whose device was down"
