@@ -23,6 +23,8 @@ import onnx
 import torch
 from torch import nn
 
+from nas.layers import ToeplitzLike
+
 __all__ = ["ExportError", "export_onnx"]
 
 INPUT_NAME = "x"
@@ -38,15 +40,15 @@ class ExportError(RuntimeError):
         self.log = log
 
 
-def export_onnx(
-    module: nn.Module, in_features: int, path: Path, opset: int = 18, *, verbose: bool = False
-) -> Path:
+def export_onnx(module: nn.Module, in_features: int, path: Path, opset: int = 18, *, verbose: bool = False) -> Path:
     """Export ``module`` (input ``(batch, in_features)``) to the single ONNX file ``path``; return it.
 
     Input ``"x"`` has a dynamic batch axis, output ``"y"``. Weights are stored inside the file (no
     ``.onnx.data`` beside it). The module is traced in eval mode, on its own device and dtype, and
     left as it was. The exporter's output is swallowed unless ``verbose`` (and shown if it fails).
     """
+    if any(isinstance(m, ToeplitzLike) for m in module.modules()):
+        raise ExportError("the model has training-time Toeplitz-like layers: export nas.layers.deploy(model, form)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     reference = next(iter(module.parameters()), None)
@@ -72,8 +74,9 @@ def export_onnx(
                 )
             except Exception as exc:
                 summary = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-                raise ExportError(f"ONNX export of {type(module).__name__} failed: {summary}",
-                                  chatter.getvalue()) from exc
+                raise ExportError(
+                    f"ONNX export of {type(module).__name__} failed: {summary}", chatter.getvalue()
+                ) from exc
     finally:
         module.train(training)
     model = program.model_proto
@@ -126,11 +129,15 @@ def _quiet(verbose: bool) -> Iterator[io.StringIO]:
             logger.setLevel(logging.WARNING)
             logger.propagate = False
             logger.handlers[:] = [handler]
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+        ):
             warnings.simplefilter("ignore")
             yield chatter
     finally:
-        for logger, (level, propagate, handlers) in zip(loggers, saved):
+        for logger, (level, propagate, handlers) in zip(loggers, saved, strict=True):
             logger.setLevel(level)
             logger.propagate = propagate
             logger.handlers[:] = handlers

@@ -19,9 +19,7 @@ from nas.spec import KINDS
 __all__ = ["Dense", "LowRank", "ToeplitzFFT", "ToeplitzLike", "deploy", "make_layer"]
 
 
-def make_layer(
-    kind: str, in_features: int, out_features: int, rank: int | None = None, bias: bool = True
-) -> nn.Module:
+def make_layer(kind: str, in_features: int, out_features: int, rank: int | None = None, bias: bool = True) -> nn.Module:
     """A layer of ``kind`` ("dense", "lowrank" or "toeplitz"); ``rank`` is k or the displacement rank r."""
     if kind not in KINDS:
         raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
