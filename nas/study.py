@@ -29,7 +29,7 @@ from device_agents.base import Agent, AgentError, AgentUnreachable, MeasureSetti
 from device_agents.pool import AgentPool
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
-from nas.export import ExportError, export_onnx
+from nas.export import ExportError, export_like, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
 from nas.space import SearchSpace, load_space, space_from_dict
@@ -78,43 +78,29 @@ class CandidateEvaluator:
 
         with tempfile.TemporaryDirectory(prefix="nas-candidate-") as tmp:
             forms = self.space.forms() if spec.has_toeplitz else [spec.form]
-            files = {form: self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx") for form in forms}
-            trial.set_user_attr("onnx_bytes", {form: path.stat().st_size for form, path in files.items()})
+            untrained = {form: self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx") for form in forms}
+            trial.set_user_attr("onnx_bytes", {form: path.stat().st_size for form, path in untrained.items()})
             clock.lap("export")
-            measurements = self._measure(trial, files)
+            measurements = self._measure(trial, untrained)
             clock.lap("measure", device=_device_seconds(measurements))
 
-        winner = {agent: min(forms, key=lambda f: by_form[f]["latency_ms"]["median"])
-                  for agent, by_form in measurements.items()}
-        figures = {agent: summarise(measurements[agent][form]) for agent, form in winner.items()}
-        primary = self.config["agents"][0]
-        spec = spec.with_form(winner[primary]) if spec.has_toeplitz else spec
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("winner", winner)
-        trial.set_user_attr("latency_ms", {a: f["median_ms"] for a, f in figures.items()})
-        trial.set_user_attr("latency_p90_ms", {a: f["p90_ms"] for a, f in figures.items()})
-        trial.set_user_attr("peak_mb", {a: f["peak_mb"] for a, f in figures.items()})
-        violations = self._check_constraints(trial, figures, params)
-        trial.set_user_attr("infeasible", violations)
-        onnx_kb = trial.user_attrs["onnx_bytes"][winner[primary]] / 1024.0
-
-        accuracy = 0.0
-        trial.set_user_attr("trained", not violations)
-        if not violations:
-            training = self.space.training
-            result = train(model, self.data, epochs=training.epochs, batch_size=training.batch_size,
-                           optimizer=training.optimizer, learning_rate=training.learning_rate,
-                           weight_decay=training.weight_decay, seed=training.seed)
-            accuracy = result.accuracy
-            trial.set_user_attr("accuracy", accuracy)
-            trial.set_user_attr("train_seconds", result.seconds)
-            trial.set_user_attr("epochs", result.epochs)
-            clock.lap("train", train=result.seconds)
-            trial.set_user_attr("artifacts", self._save_artifacts(model, spec, set(winner.values())))
-            clock.lap("artifacts")
+            winner, figures = self._record_winners(trial, measurements)
+            primary = self.config["agents"][0]
+            spec = spec.with_form(winner[primary]) if spec.has_toeplitz else spec
+            trial.set_user_attr("spec", spec.to_dict())
+            violations = self._check_constraints(trial, figures, params)
+            trial.set_user_attr("infeasible", violations)
+            trial.set_user_attr("trained", not violations)
+            accuracy = 0.0
+            if not violations:
+                accuracy = self._train(trial, model, clock)
+                templates = {form: untrained[form] for form in set(winner.values())}
+                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, templates))
+                clock.lap("artifacts")
         trial.set_user_attr("timing", clock.laps)
 
-        values = {"accuracy": accuracy, "params": float(params), "onnx_kb": onnx_kb}
+        values = {"accuracy": accuracy, "params": float(params),
+                  "onnx_kb": trial.user_attrs["onnx_bytes"][winner[primary]] / 1024.0}
         return tuple(
             values[o["name"]] if o["agent"] is None else figures[o["agent"]][_FIGURE[o["name"]]]
             for o in self.config["objectives"]
@@ -122,6 +108,29 @@ class CandidateEvaluator:
 
     def _export(self, model: torch.nn.Module, spec: ArchSpec, path: Path) -> Path:
         return export_onnx(deployed(model, spec), spec.in_features, path)
+
+    def _record_winners(self, trial: optuna.Trial, measurements: dict[str, dict[str, Any]]
+                        ) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+        """Per agent, the deployed form with the lowest median latency, and its figures."""
+        winner = {agent: min(by_form, key=lambda form: by_form[form]["latency_ms"]["median"])
+                  for agent, by_form in measurements.items()}
+        figures = {agent: summarise(measurements[agent][form]) for agent, form in winner.items()}
+        trial.set_user_attr("winner", winner)
+        trial.set_user_attr("latency_ms", {a: f["median_ms"] for a, f in figures.items()})
+        trial.set_user_attr("latency_p90_ms", {a: f["p90_ms"] for a, f in figures.items()})
+        trial.set_user_attr("peak_mb", {a: f["peak_mb"] for a, f in figures.items()})
+        return winner, figures
+
+    def _train(self, trial: optuna.Trial, model: torch.nn.Module, clock: _Clock) -> float:
+        training = self.space.training
+        result = train(model, self.data, epochs=training.epochs, batch_size=training.batch_size,
+                       optimizer=training.optimizer, learning_rate=training.learning_rate,
+                       weight_decay=training.weight_decay, seed=training.seed)
+        trial.set_user_attr("accuracy", result.accuracy)
+        trial.set_user_attr("train_seconds", result.seconds)
+        trial.set_user_attr("epochs", result.epochs)
+        clock.lap("train", train=result.seconds)
+        return result.accuracy
 
     def _measure(self, trial: optuna.Trial, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
         """Every form on every agent, the agents in parallel; what was measured is stored even if an agent fails."""
@@ -158,13 +167,19 @@ class CandidateEvaluator:
                 violations.append(f"{key} {value:.4g} > {limit:g}")
         return violations
 
-    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, forms: set[str]) -> dict[str, Any]:
+    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, templates: dict[str, Path]) -> dict[str, Any]:
+        """Trained weights and the trained model in each winning form, by content hash.
+
+        The untrained exports of the same architecture are the templates: only weights change.
+        """
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
             weights = Path(tmp) / "model.pt"
             torch.save(model.state_dict(), weights)
-            onnx = {form: self.store.put(self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"),
-                                         ".onnx")
-                    for form in sorted(forms)}
+            onnx = {}
+            for form, template in sorted(templates.items()):
+                module = deployed(model, spec.with_form(form))
+                onnx[form] = self.store.put(export_like(template, module, spec.in_features, Path(tmp) / f"{form}.onnx"),
+                                            ".onnx")
             return {"weights": self.store.put(weights, ".pt"), "onnx": onnx}
 
 
