@@ -441,6 +441,17 @@ def _x_range(values: list[float], limit: float | None) -> tuple[float, float] | 
     return (max(0.0, start) if low >= 0 else start, middle + span / 2 + pad)
 
 
+def _near(values: list[float], limit: float | None) -> float | None:
+    """The limit, if drawing it keeps the data readable (within 3x of the largest value), else None."""
+    shown = [v for v in values if v is not None]
+    return limit if limit and shown and limit <= 3 * max(shown) else None
+
+
+def _axis_title(view: _View, limit: float | None) -> str:
+    """The axis title, saying where the limit is when it is too far right to draw."""
+    return view.axis if limit or not view.limit else f"{view.axis}; {view.limit_text}, far right of every trial"
+
+
 def _legend_labels(report: Report) -> dict[str, str]:
     c = report.counts
     return {
@@ -469,6 +480,7 @@ def write_png(report: Report, path: Path) -> Path:
     for ax, view in zip(axes[0], views, strict=True):
         groups = _points(report, view.key)
         xs = [r[view.key] for g in groups.values() for r in g]
+        limit = _near(xs, view.limit)
         trained = [r for name in ("pareto", "dominated", "infeasible") for r in groups[name]]
         if groups["untrained"]:
             rug = blended_transform_factory(ax.transData, ax.transAxes)
@@ -491,10 +503,9 @@ def write_png(report: Report, path: Path) -> Path:
             handles[label["pareto"]] = ax.scatter(
                 [r[view.key] for r in groups["pareto"]], [r["accuracy"] for r in groups["pareto"]],
                 s=46, color=PARETO_COLOUR, edgecolors="white", linewidths=0.8, zorder=4)
-        if view.limit:
-            handles[label["limit"]] = ax.axvline(view.limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1,
-                                                 zorder=0)
-            ax.annotate(view.limit_text, (view.limit, 1.0), xycoords=("data", "axes fraction"),
+        if limit:
+            handles[label["limit"]] = ax.axvline(limit, color=LIMIT_COLOUR, linestyle="--", linewidth=1, zorder=0)
+            ax.annotate(view.limit_text, (limit, 1.0), xycoords=("data", "axes fraction"),
                         xytext=(-3, -4), textcoords="offset points", ha="right", va="top", fontsize=7,
                         color=LIMIT_COLOUR)
         if not xs:
@@ -502,7 +513,7 @@ def write_png(report: Report, path: Path) -> Path:
                     transform=ax.transAxes, color="#777777")
         if _log_scale(xs):
             ax.set_xscale("log")
-        elif (x_range := _x_range(xs, view.limit)) is not None:
+        elif (x_range := _x_range(xs, limit)) is not None:
             ax.set_xlim(*x_range)
         if trained:
             accuracies = [r["accuracy"] for r in trained]
@@ -511,7 +522,7 @@ def write_png(report: Report, path: Path) -> Path:
             bottom = low - pad - (0.08 * (high - low + 2 * pad) if groups["untrained"] else 0.0)
             ax.set_ylim(bottom, high + pad)
         ax.set_title(view.title, fontsize=11)
-        ax.set_xlabel(view.axis)
+        ax.set_xlabel(_axis_title(view, limit))
         ax.set_ylabel("validation accuracy")
         low, high = ax.get_ylim()
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0 if high - low > 0.05 else 1))
@@ -615,15 +626,16 @@ def plotly_figure(report: Report) -> Any:
                 line={"shape": "hv", "color": PARETO_COLOUR})
             add("pareto", groups["pareto"], mode="markers",
                 marker={"size": 11, "color": PARETO_COLOUR, "line": {"color": "white", "width": 1}})
-        if view.limit:
-            fig.add_vline(x=view.limit, line_dash="dash", line_color=LIMIT_COLOUR, row=1, col=col,
-                          annotation_text=view.limit_text, annotation_position="top left")
         xs = [r[view.key] for g in groups.values() for r in g]
+        limit = _near(xs, view.limit)
+        if limit:
+            fig.add_vline(x=limit, line_dash="dash", line_color=LIMIT_COLOUR, row=1, col=col,
+                          annotation_text=view.limit_text, annotation_position="top left")
         if _log_scale(xs):
             fig.update_xaxes(type="log", row=1, col=col)
-        elif (x_range := _x_range(xs, view.limit)) is not None:
+        elif (x_range := _x_range(xs, limit)) is not None:
             fig.update_xaxes(range=list(x_range), row=1, col=col)
-        fig.update_xaxes(title_text=view.axis, row=1, col=col)
+        fig.update_xaxes(title_text=_axis_title(view, limit), row=1, col=col)
         fig.update_yaxes(title_text="validation accuracy", tickformat=".0%", row=1, col=col)
     fig.update_layout(template="plotly_white", height=480, margin={"l": 60, "r": 20, "t": 60, "b": 60},
                       legend={"orientation": "h", "y": -0.2}, hoverlabel={"align": "left"})
