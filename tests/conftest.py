@@ -53,6 +53,13 @@ def nas_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NasEnv:
     return NasEnv(home=home, nas_home=nas_home, run=run)
 
 
+def unavailable(reason: str) -> None:
+    """Skip, or fail where the testbeds must be there (``NAS_REQUIRE_TESTBEDS=1``, set by .ci/run)."""
+    if os.environ.get("NAS_REQUIRE_TESTBEDS") == "1":
+        pytest.fail(f"required testbed missing: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def loopback() -> Iterator:
     """The loopback sshd testbed, started for the session (and stopped after, if we started it)."""
@@ -60,7 +67,7 @@ def loopback() -> Iterator:
 
     reason = Loopback.unavailable_reason()
     if reason:
-        pytest.skip(f"loopback sshd testbed unavailable: {reason}")
+        unavailable(f"loopback sshd testbed unavailable: {reason}")
     testbed = Loopback()
     was_running = testbed.running()
     testbed.up()
@@ -172,10 +179,10 @@ def arm64_board():  # noqa: ANN201
     from device_agents.testbeds.arm64 import Arm64Board
 
     if os.environ.get("NAS_TEST_ARM64") != "1":
-        pytest.skip(f"arm64 board tests are off: {ARM64_HOW}")
+        unavailable(f"arm64 board tests are off: {ARM64_HOW}")
     reason = Arm64Board.unavailable_reason()
     if reason:
-        pytest.skip(f"arm64 board unavailable: {reason}; {ARM64_HOW}")
+        unavailable(f"arm64 board unavailable: {reason}; {ARM64_HOW}")
     board = Arm64Board()
     was_running = board.running()
     board.up()

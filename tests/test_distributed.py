@@ -10,18 +10,18 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.study import start_study
+from tests.conftest import unavailable
 from tests.spaces import write_space
 
 NAS = str(Path(sys.executable).with_name("nas"))
 URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not URL, reason="needs PostgreSQL: as root, export NAS_TEST_POSTGRES_URL=$(.ci/postgres)"),
-]
+pytestmark = pytest.mark.postgres
 
 
 def test_two_workers_share_one_study(tmp_path, monkeypatch):
+    if not URL:
+        unavailable("needs PostgreSQL: as root, export NAS_TEST_POSTGRES_URL=$(.ci/postgres)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
     name = f"workers-{os.getpid()}"
