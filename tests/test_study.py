@@ -59,14 +59,14 @@ def test_study_completes_with_a_non_dominated_pareto_set(workdir):
 LATENCY_BOUND_SPACE = """
 name = "latency-bound"
 [backbone]
-hidden_layers = [2]
-widths = [8, 2048]  # 2048-2048 takes milliseconds, 8-8 microseconds
+hidden_layers = [3]
+widths = [8, 2048]  # 2048-2048-2048 takes milliseconds, 8-8-8 microseconds
 [layers]
 kinds = ["dense"]
 [training]
 epochs = 1
 [constraints]
-max_latency_ms = 0.5
+max_latency_ms = 0.2
 [measure]
 min_runs = 5
 min_seconds = 0.02
@@ -76,13 +76,13 @@ min_seconds = 0.02
 def test_candidates_breaking_the_latency_bound_are_never_trained(workdir):
     start_study("bound", write_space(workdir, LATENCY_BOUND_SPACE), ["local"], n_trials=3, sampler="random")
     study = load_study("bound")
-    shape = {"depth": 2, "l0_kind": "dense", "l1_kind": "dense", "out_kind": "dense"}
+    shape = {"depth": 3, "l0_kind": "dense", "l1_kind": "dense", "l2_kind": "dense", "out_kind": "dense"}
     for width in (2048, 8, 2048):
-        study.enqueue_trial({**shape, "l0_width": width, "l1_width": width})
+        study.enqueue_trial({**shape, "l0_width": width, "l1_width": width, "l2_width": width})
     big, tiny, big_again = records(run_study("bound"))
     for record in (big, big_again):
         assert record.complete and not record.feasible
-        assert record.attrs["infeasible"] == [f"latency_ms@local {record.latency_ms('local'):.4g} > 0.5"]
+        assert record.attrs["infeasible"] == [f"latency_ms@local {record.latency_ms('local'):.4g} > 0.2"]
         assert not record.attrs["trained"]
         assert "train_seconds" not in record.attrs and "artifacts" not in record.attrs
     assert tiny.feasible and tiny.attrs["trained"] and tiny.attrs["train_seconds"] > 0
