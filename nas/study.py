@@ -69,6 +69,9 @@ class CandidateEvaluator:
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         clock = _Clock()
         spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
+        earlier = _same_candidate(trial)
+        if earlier is not None:
+            return _repeat(trial, earlier)
         model = build_model(spec, seed=spec_seed(spec))
         params = sum(p.numel() for p in model.parameters())
         attrs = {"spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "params": params, "worker": _WORKER}
@@ -205,8 +208,28 @@ class _Clock:
 
 def _device_seconds(measurements: dict[str, dict[str, Any]]) -> float:
     """Seconds the devices spent in timed runs (cached results cost none)."""
-    return sum(r["latency_ms"]["count"] * r["latency_ms"]["mean"] / 1000.0
-               for forms in measurements.values() for r in forms.values() if not r["cached"])
+    return sum(r["latency_ms"]["timed_s"] for forms in measurements.values() for r in forms.values()
+               if not r["cached"])
+
+
+def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """An earlier complete trial with exactly these parameters (samplers do propose repeats)."""
+    for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if earlier.params == trial.params:
+            return earlier
+    return None
+
+
+def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+    """Record a repeated candidate as its earlier trial's result: training is seeded, so it would be the same."""
+    for key, value in earlier.user_attrs.items():
+        if key not in ("worker", "timing", "retry_of"):
+            trial.set_user_attr(key, value)
+    trial.set_user_attr("repeat_of", earlier.number)
+    trial.set_user_attr("worker", _WORKER)
+    for key, value in earlier.constraints.items():
+        trial.set_constraint(key, value)
+    return tuple(earlier.values)
 
 
 def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials: int, sampler: str, seed: int,

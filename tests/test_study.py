@@ -11,8 +11,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from device_agents.base import MeasureSettings
+from device_agents.local import LocalAgent
+from nas.export import export_onnx
+from nas.measure import MeasurementCache
+from nas.model import build_model, deployed, spec_seed
 from nas.pareto import dominates
 from nas.records import records
+from nas.spec import ArchSpec
 from nas.storage import load_study, study_config
 from nas.study import run_study, start_study
 from tests.spaces import FAST_SPACE, write_space
@@ -89,23 +95,35 @@ def test_candidates_breaking_the_latency_bound_are_never_trained(workdir):
     assert big.number not in {t.number for t in study.best_trials}
 
 
-def test_repeated_spec_hits_the_measurement_cache(workdir):
+def test_repeated_spec_is_not_measured_or_trained_again(workdir):
     start_study("cache", write_space(workdir), ["local"], n_trials=3, sampler="random")
     study = load_study("cache")
     params = {"depth": 1, "l0_width": 32, "l0_kind": "toeplitz", "l0_displacement_rank": 2, "out_kind": "dense"}
     for _ in range(2):
         study.enqueue_trial(params)
-    run_study("cache", n_trials=2)
-    first, second = (t.user_attrs["measurements"]["local"] for t in complete(load_study("cache")))
+    first, second = complete(run_study("cache", n_trials=2))
+    assert second.user_attrs["repeat_of"] == first.number and second.values == first.values
     for form in ("fft", "dense"):
-        assert not first[form]["cached"] and second[form]["cached"]
+        measured, reused = (t.user_attrs["measurements"]["local"][form] for t in (first, second))
+        assert not measured["cached"]
         # the same runner process produced both: it was not invoked again
-        assert second[form]["pid"] == first[form]["pid"]
-        assert second[form]["started_at"] == first[form]["started_at"]
+        assert (reused["pid"], reused["started_at"]) == (measured["pid"], measured["started_at"])
+    assert "timing" not in second.user_attrs, "a repeat is neither measured nor trained"
 
-    load_study("cache").enqueue_trial(params)
-    resumed = complete(run_study("cache", n_trials=3))[-1].user_attrs["measurements"]["local"]
-    assert all(resumed[form]["cached"] for form in ("fft", "dense")), "cache must survive a resume"
+
+def test_measurement_cache_is_rebuilt_from_storage(workdir):
+    """A resumed study (a new process) finds earlier measurements by model content hash."""
+    start_study("rebuilt", write_space(workdir), ["local"], n_trials=1, sampler="random")
+    trial = complete(run_study("rebuilt"))[0]
+    spec = ArchSpec.from_dict(trial.user_attrs["spec"])
+    model = build_model(spec.with_form("fft"), seed=spec_seed(spec.with_form("fft")))
+    path = export_onnx(deployed(model, spec), spec.in_features, workdir / "again.onnx")
+
+    cache = MeasurementCache(load_study("rebuilt"))
+    settings = MeasureSettings(**study_config(load_study("rebuilt"))["measure"])
+    result = cache.measure(LocalAgent(), path, settings)
+    stored = trial.user_attrs["measurements"]["local"][trial.user_attrs["winner"]["local"]]
+    assert result["cached"] and result["pid"] == stored["pid"]
 
 
 def test_sigkill_mid_run_then_resume_keeps_every_complete_trial(workdir):
