@@ -15,7 +15,11 @@ Everything lives in trial user attributes (so optuna-dashboard shows it too):
 ``trained``       whether the candidate was trained (infeasible ones are not)
 ``accuracy``, ``train_seconds``, ``epochs``
 ``artifacts``     {"weights": name, "onnx": {form: name}} in the study's ArtifactStore
-``fail_reason``   for failed trials: one line saying why
+``fail_reason``   for failed trials: one line saying why; ``retryable`` when a device was unreachable
+``retry_of``      the failed trial whose candidate this one redoes (queued by ``resume``)
+``repeat_of``     the earlier complete trial with the same parameters whose results this one took
+``worker``        host:pid of the process that ran the trial
+``timing``        seconds per phase (sample, export, measure, train, artifacts, total, train_s, device_s)
 
 Constraint values are also set with ``trial.set_constraint`` (feasible when <= 0) so samplers
 and ``study.best_trials`` know them.
