@@ -8,6 +8,11 @@ import socket
 from pathlib import Path
 
 
+def keygen_argv(path: Path, comment: str) -> list[str]:
+    """``ssh-keygen`` making a passphrase-less ed25519 key at ``path``."""
+    return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]
+
+
 def port_open(host: str, port: int, timeout: float) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:

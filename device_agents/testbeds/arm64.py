@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, kill, port_open
+from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open
 
 BUILD_VERSION = "1"  # bump to rebuild cached root filesystems
 SUITE = "bookworm"
@@ -266,20 +266,7 @@ class Arm64Board:
     def _install_keys(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.client_key.exists():
-            _run(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "nas-arm64-client",
-                    "-f",
-                    str(self.client_key),
-                ]
-            )
+            _run(keygen_argv(self.client_key, "nas-arm64-client"))
         home = self.rootfs / "home" / BOARD_USER
         ssh_dir = home / ".ssh"
         ssh_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, kill, port_open
+from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open
 
 USER = "nasloop"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -163,36 +163,10 @@ class Loopback:
     def _keys(self) -> None:
         entry = pwd.getpwnam(self.user)
         if not self.host_key.exists():
-            _run(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "nas-loopback-host",
-                    "-f",
-                    str(self.host_key),
-                ]
-            )
+            _run(keygen_argv(self.host_key, "nas-loopback-host"))
         self.client_key.parent.mkdir(mode=0o700, exist_ok=True)
         if not self.client_key.exists():
-            _run(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "nas-loopback-client",
-                    "-f",
-                    str(self.client_key),
-                ]
-            )
+            _run(keygen_argv(self.client_key, "nas-loopback-client"))
         ssh_dir = self.home / ".ssh"
         ssh_dir.mkdir(exist_ok=True)
         authorized = ssh_dir / "authorized_keys"
