@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from device_agents.base import Agent, AgentError, AgentUnreachable, MeasureSettings
 from device_agents.pool import AgentPool
+from device_agents.registry import LOCAL, get_agent
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
 from nas.export import ExportError, export_like, export_onnx
@@ -256,7 +257,10 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     space = load_space(space_path)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    agents = agents or ["local"]
+    agents = agents or [LOCAL]
+    for agent in agents:  # an unknown agent is refused before the study exists
+        if agent != LOCAL:
+            get_agent(agent)
     config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
                          artifacts_dir or study_dir(name) / "artifacts")
     study = optuna.create_study(

@@ -166,3 +166,11 @@ def test_status_reports_counts_and_best_values(workdir):
 def test_unknown_study_is_one_line(workdir):
     done = subprocess.run([NAS, "study", "resume", "nope"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no study 'nope'" in done.stderr
+
+
+def test_unknown_agent_is_refused_before_the_study_exists(workdir):
+    done = subprocess.run([NAS, "study", "start", "x", "--space", "digits", "--agent", "nosuch"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown agent 'nosuch'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (workdir / "studies").exists()
