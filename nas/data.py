@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.errors import UserError
+
 SOURCES = ("digits", "npz:PATH", "mnist:DIR", "python:module:function")
 
 
@@ -49,8 +51,19 @@ def check_source(source: str) -> str:
     raise ValueError(f"unknown dataset {source!r}; allowed: {', '.join(SOURCES)}")
 
 
+class DataError(UserError):
+    """A dataset that cannot be loaded: missing files, a bad module, missing arrays."""
+
+
 def load_dataset(source: str, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Load ``source`` and split it; the same seed always gives the same split."""
+    try:
+        return _load(source, val_fraction, seed)
+    except (OSError, ValueError, KeyError, ImportError, AttributeError, TypeError) as exc:
+        raise DataError(f"dataset {source}: {exc}") from exc
+
+
+def _load(source: str, val_fraction: float, seed: int) -> Dataset:
     kind, _, rest = check_source(source).partition(":")
     if kind == "digits":
         from sklearn.datasets import load_digits

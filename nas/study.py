@@ -258,9 +258,10 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     agents = agents or [LOCAL]
-    for agent in agents:  # an unknown agent is refused before the study exists
+    for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
         if agent != LOCAL:
             get_agent(agent)
+    load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
                          artifacts_dir or study_dir(name) / "artifacts")
     study = optuna.create_study(

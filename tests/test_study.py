@@ -168,9 +168,13 @@ def test_unknown_study_is_one_line(workdir):
     assert done.returncode == 2 and "no study 'nope'" in done.stderr
 
 
-def test_unknown_agent_is_refused_before_the_study_exists(workdir):
-    done = subprocess.run([NAS, "study", "start", "x", "--space", "digits", "--agent", "nosuch"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "unknown agent 'nosuch'" in done.stderr
+@pytest.mark.parametrize(("args", "message"), [
+    (["--space", "digits", "--agent", "nosuch"], "unknown agent 'nosuch'"),
+    (["--space", "mnist_shl"], "dataset mnist:~/data/mnist: MNIST file"),
+])
+def test_bad_agent_or_data_is_refused_before_the_study_exists(workdir, monkeypatch, args, message):
+    monkeypatch.setenv("HOME", str(workdir))  # no ~/data/mnist here
+    done = subprocess.run([NAS, "study", "start", "x", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (workdir / "studies").exists()
