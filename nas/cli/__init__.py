@@ -38,9 +38,10 @@ def main() -> None:
     """Entry point: run the CLI, turning known errors into one line and exit code 2."""
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
     if not verbose:
-        # Optuna flags heartbeats and metric names as experimental; users can do nothing about it.
+        # Optuna flags heartbeats and metric names as experimental, and logs each failed trial with its
+        # traceback; our own per-trial line says why a trial failed, in one line.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

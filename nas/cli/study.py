@@ -63,7 +63,6 @@ def status(name: str, storage: str | None) -> None:
 
 
 def _run(name: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console()
     try:
         with StudyProgress(console) as progress:
