@@ -10,6 +10,7 @@ import pytest
 
 from device_agents import registry
 from device_agents.base import MeasureSettings
+from tests.spaces import small_space
 
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
 
@@ -44,31 +45,11 @@ def test_add_reports_aarch64_and_measures_in_order(nas_env, board_agent, onnx_mo
     assert large["latency_ms"]["median"] > small["latency_ms"]["median"]
 
 
-ARM64_SPACE = """
-name = "arm64-fast"
-[data]
-dataset = "digits"
-[backbone]
-hidden_layers = [1]
-widths = [32]
-[layers]
+ARM64_SPACE = small_space("arm64-fast", """
 kinds = ["toeplitz"]
 displacement_ranks = [1, 2]
 forms = ["fft", "dense"]
-[training]
-epochs = 1
-learning_rate = 0.01
-[[objectives]]
-metric = "accuracy"
-[[objectives]]
-metric = "latency_ms"
-[[objectives]]
-metric = "params"
-[measure]
-min_runs = 5
-min_seconds = 0.05
-warmup = 1
-"""
+""", widths="[32]", hidden_layers="[1]", epochs=1, min_seconds=0.05)
 
 
 def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_path):

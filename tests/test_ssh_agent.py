@@ -19,6 +19,7 @@ from device_agents.base import AgentError, AgentUnreachable, DeviceError, Measur
 from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
 from device_agents.pool import AgentPool
 from device_agents.ssh import AgentAuthError
+from tests.spaces import small_space
 
 pytestmark = pytest.mark.ssh
 
@@ -369,30 +370,9 @@ def test_device_kept_down_raises_unreachable_within_the_timeout(nas_env, loop_ag
 
 # --- studies measuring over SSH -----------------------------------------------------------------
 
-STUDY_SPACE = """
-name = "ssh-fast"
-[data]
-dataset = "digits"
-[backbone]
-hidden_layers = [1]
-widths = [16, 32]
-[layers]
-kinds = ["dense", "lowrank"]
-lowrank_ranks = [2, 4]
-[training]
-epochs = 1
-learning_rate = 0.01
-[[objectives]]
-metric = "accuracy"
-[[objectives]]
-metric = "latency_ms"
-[[objectives]]
-metric = "params"
-[measure]
-min_runs = 5
-min_seconds = {min_seconds}
-warmup = 1
-"""
+def study_space(min_seconds: float) -> str:
+    return small_space("ssh-fast", 'kinds = ["dense", "lowrank"]\nlowrank_ranks = [2, 4]', hidden_layers="[1]",
+                       epochs=1, min_seconds=min_seconds)
 
 
 def study_cli(*args: str) -> subprocess.Popen:
@@ -440,7 +420,7 @@ def test_a_study_on_the_loopback_agent_completes_though_sshd_is_killed_mid_measu
     nas_env, loop_agent, sshd, tmp_path
 ):
     space = tmp_path / "space.toml"
-    space.write_text(STUDY_SPACE.format(min_seconds=1.5))
+    space.write_text(study_space(min_seconds=1.5))
     process = study_cli(
         "study",
         "start",
@@ -480,7 +460,7 @@ def test_a_study_on_the_loopback_agent_completes_though_sshd_is_killed_mid_measu
 def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, add_args, tmp_path):
     assert nas_env.run(*add_args(sshd, "flaky", **{"--down-timeout": "3"})).exit_code == 0
     space = tmp_path / "space.toml"
-    space.write_text(STUDY_SPACE.format(min_seconds=1.5))
+    space.write_text(study_space(min_seconds=1.5))
     process = study_cli(
         "study",
         "start",

@@ -8,6 +8,29 @@ import socket
 from pathlib import Path
 
 
+def sshd_config(origin: str, port: int, address: str, host_key: str, pidfile: str, user: str,
+                extra: tuple[str, ...] = ()) -> str:
+    """A key-only sshd config for one user: no passwords, no PAM, no root, SFTP in-process."""
+    return "\n".join([
+        f"# written by {origin}",
+        f"Port {port}",
+        f"ListenAddress {address}",
+        f"HostKey {host_key}",
+        f"PidFile {pidfile}",
+        "AuthorizedKeysFile .ssh/authorized_keys",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "PermitRootLogin no",
+        f"AllowUsers {user}",
+        "UseDNS no",
+        "Subsystem sftp internal-sftp",
+        *extra,
+        "",
+    ])
+
+
 def keygen_argv(path: Path, comment: str) -> list[str]:
     """``ssh-keygen`` making a passphrase-less ed25519 key at ``path``."""
     return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)]

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open
+from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open, sshd_config
 
 BUILD_VERSION = "1"  # bump to rebuild cached root filesystems
 SUITE = "bookworm"
@@ -372,27 +372,8 @@ def _mirrors() -> list[str]:
 
 
 def _sshd_config() -> str:
-    return "\n".join(
-        [
-            "# written by device_agents/testbeds/arm64.py",
-            "Port 22",
-            f"ListenAddress {BOARD_ADDR}",
-            "HostKey /etc/ssh/ssh_host_ed25519_key",
-            f"PidFile /{SSHD_PID}",
-            "AuthorizedKeysFile .ssh/authorized_keys",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "PermitRootLogin no",
-            f"AllowUsers {BOARD_USER}",
-            "UseDNS no",
-            "MaxSessions 20",
-            "Subsystem sftp internal-sftp",
-            f"SetEnv QEMU_CPU={QEMU_CPU}",
-            "",
-        ]
-    )
+    return sshd_config("device_agents/testbeds/arm64.py", 22, BOARD_ADDR, "/etc/ssh/ssh_host_ed25519_key",
+                       f"/{SSHD_PID}", BOARD_USER, extra=("MaxSessions 20", f"SetEnv QEMU_CPU={QEMU_CPU}"))
 
 
 def _arm_cpuinfo(cpus: int) -> str:

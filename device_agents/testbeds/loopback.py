@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open
+from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open, sshd_config
 
 USER = "nasloop"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -216,29 +216,8 @@ class Loopback:
     # --- run ------------------------------------------------------------------------------------
 
     def _write_config(self, port: int) -> None:
-        self.config.write_text(
-            "\n".join(
-                [
-                    "# written by device_agents/testbeds/loopback.py",
-                    f"Port {port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {self.host_key}",
-                    f"PidFile {self.pidfile}",
-                    "AuthorizedKeysFile .ssh/authorized_keys",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "PermitRootLogin no",
-                    f"AllowUsers {self.user}",
-                    "UseDNS no",
-                    "MaxStartups 50",
-                    "MaxSessions 50",
-                    "Subsystem sftp internal-sftp",
-                    "",
-                ]
-            )
-        )
+        self.config.write_text(sshd_config("device_agents/testbeds/loopback.py", port, "127.0.0.1", str(self.host_key),
+                                           str(self.pidfile), self.user, extra=("MaxStartups 50", "MaxSessions 50")))
 
     def start(self) -> dict:
         if self.running():
