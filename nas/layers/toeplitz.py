@@ -51,7 +51,6 @@ from nas.layers.deployed import ToeplitzFFT, ToeplitzMM
 __all__ = ["ToeplitzLike", "toeplitz_apply", "toeplitz_constants", "toeplitz_spectra"]
 
 
-_TO_DENSE_NUMBERS = 1 << 22
 DEPLOYED = {"fft": ToeplitzFFT, "fftmm": ToeplitzMM}
 
 
@@ -102,6 +101,27 @@ def toeplitz_apply(
     # sum_j Z_1(g_j) u_j, summed in the frequency domain: b r + b FFTs.
     y = ops.ifft_real(_sum_generators(ops.mul_(ops.fft_real(u), gg)), n)
     return y.flatten(1)
+
+
+def toeplitz_dense(g: Tensor, h: Tensor) -> Tensor:
+    """The blocks ``sum_j Z_1(g_j) Z_{-1}(h_j)`` of generators ``(blocks, r, n)``, shape ``(blocks, n, n)``.
+
+    With ``R = Z_1 W - W Z_{-1} = 2 sum_j g_j (J h_j)^T`` (the displacement equation for this
+    parametrisation) the columns obey ``W[:, k+1] = Z_1 W[:, k] - R[:, k]``, so with
+    ``V[:, k] = Z_1^{-k} W[:, k]``: ``V[:, k] = W[:, 0] - sum_{t<k} (Z_1^{-(t+1)} R[:, t])``, a
+    cumulative sum; ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). The cyclic index
+    shuffles are strided views of a doubled array.
+    """
+    n, blocks = g.shape[-1], g.shape[0]
+    first = torch.fft.irfft(torch.fft.rfft(g) * torch.fft.rfft(h), n=n).sum(1)  # (blocks, n)
+    # R twice over, rows stacked: (blocks, 2n, n); steps[b, i, t] = R[b, (i + t + 1) mod n, t].
+    doubled = 2 * torch.cat([g, g], -1).transpose(1, 2) @ h.flip(-1)
+    steps = doubled.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n)
+    v = torch.cumsum(steps, 2).neg_().add_(steps).add_(first[:, :, None])  # first - sum over t < k
+    # W[b, i, k] = V[b, (i - k) mod n, k]: with V's columns reversed, the same strided view.
+    flipped = torch.empty_like(doubled)
+    flipped[:, :n] = flipped[:, n:] = v.flip(2)
+    return flipped.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n).flip(2)
 
 
 def _sum_generators(z: Tensor) -> Tensor:
@@ -195,13 +215,12 @@ class ToeplitzLike(LinearLayer):
         return y.reshape(*lead, self.out_features)
 
     def to_dense(self) -> Tensor:
-        """The effective weight, shape ``(out_features, in_features)``: ``self(x) == x @ W.T + bias``."""
-        n = self.in_features
-        eye = torch.eye(n, dtype=self.g.dtype, device=self.g.device)
-        # Columns in chunks: the intermediates hold chunk * blocks * r * n numbers.
-        chunk = max(1, _TO_DENSE_NUMBERS // (self.blocks * self.displacement_rank * n))
-        columns = [self._blocks(eye[i : i + chunk]) for i in range(0, n, chunk)]
-        return torch.cat(columns)[:, : self.out_features].T
+        """The effective weight, shape ``(out_features, in_features)``: ``self(x) == x @ W.T + bias``.
+
+        O(n^2) per block, from the displacement equation rather than n products (:func:`toeplitz_dense`).
+        """
+        blocks = toeplitz_dense(self.g, self.h)
+        return blocks.reshape(-1, self.in_features)[: self.out_features]
 
     def deployable(self, form: str) -> nn.Module:
         """A copy computing the same function in a deployed form, which :mod:`nas.export` writes to ONNX.
@@ -218,19 +237,12 @@ class ToeplitzLike(LinearLayer):
                 hh, gg = toeplitz_spectra(self.g.double(), self.h.double(), onesided=False)
             bias = None if self.bias is None else self.bias.detach().clone()
             return DEPLOYED[form].from_spectra(self.out_features, hh, gg, bias, self.g.dtype)
+        # Built on the meta device: no random initialisation of an n x n weight about to be replaced.
+        linear = Dense(self.in_features, self.out_features, self.bias is not None, device="meta")
         with torch.no_grad():
-            weight = self.to_dense()
-        linear = Dense(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            linear.weight.copy_(weight)
+            linear.weight = nn.Parameter(self.to_dense().contiguous())
             if self.bias is not None:
-                linear.bias.copy_(self.bias)
+                linear.bias = nn.Parameter(self.bias.detach().clone())
         return linear
 
 
