@@ -156,7 +156,11 @@ def test_parameter_counts(n: int, m: int, r: int) -> None:
 
 @pytest.mark.parametrize(
     "layer",
-    [lambda: ToeplitzLike(256, 256, displacement_rank=1), lambda: ToeplitzLike(256, 512, displacement_rank=4), lambda: LowRank(256, 512, rank=16)],
+    [
+        lambda: ToeplitzLike(256, 256, displacement_rank=1),
+        lambda: ToeplitzLike(256, 512, displacement_rank=4),
+        lambda: LowRank(256, 512, rank=16),
+    ],
     ids=["toeplitz-r1", "toeplitz-r4-wide", "lowrank"],
 )
 def test_initial_weight_variance_is_linear_default(layer) -> None:

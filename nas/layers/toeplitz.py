@@ -44,9 +44,9 @@ from torch import Tensor, nn
 
 from nas.layers._complex import NATIVE, ComplexOps, twiddle
 from nas.layers.base import LinearLayer
-from nas.layers.forms import check_form
 from nas.layers.dense import Dense
 from nas.layers.deployed import ToeplitzFFT, ToeplitzMM
+from nas.layers.forms import check_form
 
 __all__ = ["ToeplitzLike", "toeplitz_apply", "toeplitz_constants", "toeplitz_spectra"]
 
