@@ -16,13 +16,14 @@ has no single graph (choose its form first).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 from torch import Tensor, nn
 
 from nas.layers import Dense, DeployedToeplitz, LowRank, ToeplitzLike
@@ -46,6 +47,7 @@ class OnnxOps:
         self.dtype = dtype  # of the model's numbers, for the constants the exporter adds itself
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}
+        self._by_content: dict[tuple, str] = {}  # equal constants (e.g. one width's DFT matrices) stored once
         self.prefix = ""
         self.module: nn.Module | None = None
 
@@ -56,9 +58,14 @@ class OnnxOps:
         return name
 
     def initializer(self, name: str, value: np.ndarray) -> str:
-        if name not in self.initializers:
-            self.initializers[name] = np.ascontiguousarray(value)
-        return name
+        if name in self.initializers:
+            return name
+        value = np.ascontiguousarray(value)
+        key = (value.dtype.str, value.shape, hashlib.sha256(value.data).digest())
+        if key not in self._by_content:
+            self._by_content[key] = name
+            self.initializers[name] = value
+        return self._by_content[key]
 
     def tensor(self, name: str, value: Tensor) -> str:
         """A module tensor as an initializer named after its place in the model (``0.weight``)."""
@@ -155,15 +162,23 @@ def build_onnx(module: nn.Module, in_features: int, opset: int = 18) -> onnx.Mod
     ops.nodes.append(helper.make_node("Identity", [output], [OUTPUT_NAME], name="output"))
     out_features = _out_features(module)
     elem = helper.np_dtype_to_tensor_dtype(dtype)
-    graph = helper.make_graph(
-        ops.nodes,
-        "nas",
-        [helper.make_tensor_value_info(INPUT_NAME, elem, ["batch", in_features])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem, ["batch", out_features])],
-        initializer=[numpy_helper.from_array(value, name) for name, value in ops.initializers.items()],
+    model = helper.make_model(
+        helper.make_graph(
+            ops.nodes,
+            "nas",
+            [helper.make_tensor_value_info(INPUT_NAME, elem, ["batch", in_features])],
+            [helper.make_tensor_value_info(OUTPUT_NAME, elem, ["batch", out_features])],
+        ),
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="nas",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="nas")
     model.ir_version = IR_VERSION
+    for name, value in ops.initializers.items():  # straight into the model: large weights copied once
+        tensor = model.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+        tensor.dims.extend(value.shape)
+        tensor.raw_data = value.tobytes()
     return model
 
 

@@ -18,6 +18,7 @@ same ``compute`` to write the ONNX graph. Their numbers are buffers: count param
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,7 @@ class ToeplitzMM(DeployedToeplitz):
     form = "fftmm"
 
     @staticmethod
+    @functools.lru_cache(maxsize=32)
     def plans(n: int) -> dict[str, fftmm.Transform]:
         half = n // 2
         if n % 2:

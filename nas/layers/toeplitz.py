@@ -108,20 +108,20 @@ def toeplitz_dense(g: Tensor, h: Tensor) -> Tensor:
 
     With ``R = Z_1 W - W Z_{-1} = 2 sum_j g_j (J h_j)^T`` (the displacement equation for this
     parametrisation) the columns obey ``W[:, k+1] = Z_1 W[:, k] - R[:, k]``, so with
-    ``V[:, k] = Z_1^{-k} W[:, k]``: ``V[:, k] = W[:, 0] - sum_{t<k} (Z_1^{-(t+1)} R[:, t])``, a
-    cumulative sum; ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). The cyclic index
-    shuffles are strided views of a doubled array.
+    ``V[:, k] = Z_1^{-k} W[:, k]``: ``V[:, k] = W[:, 0] - sum_{t<k} Z_1^{-(t+1)} R[:, t]``, a
+    cumulative sum, and ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). Every cyclic index
+    shuffle is a strided view of an array doubled along its rows; the result is such a view.
     """
     n, blocks = g.shape[-1], g.shape[0]
     first = torch.fft.irfft(torch.fft.rfft(g) * torch.fft.rfft(h), n=n).sum(1)  # (blocks, n)
-    # R twice over, rows stacked: (blocks, 2n, n); steps[b, i, t] = R[b, (i + t + 1) mod n, t].
-    doubled = 2 * torch.cat([g, g], -1).transpose(1, 2) @ h.flip(-1)
-    steps = doubled.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n)
-    v = torch.cumsum(steps, 2).neg_().add_(steps).add_(first[:, :, None])  # first - sum over t < k
-    # W[b, i, k] = V[b, (i - k) mod n, k]: with V's columns reversed, the same strided view.
-    flipped = torch.empty_like(doubled)
-    flipped[:, :n] = flipped[:, n:] = v.flip(2)
-    return flipped.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n).flip(2)
+    # R^T twice over, side by side: (blocks, n, 2n); steps[b, t, i] = R[b, (i + t + 1) mod n, t].
+    doubled = 2 * h.flip(-1).transpose(1, 2) @ torch.cat([g, g], -1)
+    steps = doubled.as_strided((blocks, n, n), (2 * n * n, 2 * n + 1, 1), 1)
+    # U[b, k, j] = V[b, j, k] = W[b, 0, j] - sum over t < k of steps[b, t, j]
+    u = torch.cumsum(steps, 1).neg_().add_(steps).add_(first[:, None, :])
+    # W[b, i, k] = V[b, (i - k) mod n, k] = U[b, k, (i - k) mod n]: row k of U rolled by k.
+    rolled = torch.cat([u, u], 2)
+    return rolled.as_strided((blocks, n, n), (2 * n * n, 2 * n - 1, 1), n).transpose(1, 2)
 
 
 def _sum_generators(z: Tensor) -> Tensor:
