@@ -49,20 +49,19 @@ class DeployedToeplitz(nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_spectra(cls, out_features: int, hh: Tensor, gg: Tensor, bias: Tensor | None,
-                     dtype: torch.dtype) -> DeployedToeplitz:  # fmt: skip
-        """The layer with the full spectra ``hh``, ``gg`` (shape ``(blocks, r, ...)``, complex128, from
-        :func:`~nas.layers.toeplitz.toeplitz_spectra`); every constant is computed in float64 and
-        rounded once to ``dtype``."""
-        blocks, rank, n = gg.shape
-        constants = cls.constants(n, hh.cpu().numpy(), gg.cpu().numpy())
-        constants = {name: torch.as_tensor(np.ascontiguousarray(value), dtype=dtype, device=gg.device)
+    def from_generators(cls, out_features: int, g: Tensor, h: Tensor, bias: Tensor | None) -> DeployedToeplitz:
+        """The deployed form of generators ``g``, ``h`` of shape ``(blocks, r, n)``: every constant is
+        computed in float64 (numpy) and rounded once to their dtype."""
+        blocks, rank, n = g.shape
+        as_numpy = {"g": g.detach().double().cpu().numpy(), "h": h.detach().double().cpu().numpy()}
+        constants = cls.constants(n, as_numpy["g"], as_numpy["h"])
+        constants = {name: torch.as_tensor(np.ascontiguousarray(value), dtype=g.dtype, device=g.device)
                      for name, value in constants.items()}  # fmt: skip
         return cls(n, out_features, blocks, rank, constants, bias)
 
     @staticmethod
-    def constants(n: int, hh: np.ndarray, gg: np.ndarray) -> dict[str, np.ndarray]:
-        """Named real arrays from the spectra ``hh`` (of D h, or of the packed halves) and ``gg`` (of g)."""
+    def constants(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+        """Named real arrays (spectra, twiddles, transform matrices) from the generators."""
         raise NotImplementedError
 
     def compute(self, ops: TensorOps, x: Any) -> Any:
@@ -96,6 +95,19 @@ def _eta(n: int, inverse: bool = False) -> complex:
     return complex(np.exp((-1j if inverse else 1j) * np.pi / n))
 
 
+def skew_spectrum(v: np.ndarray) -> np.ndarray:
+    """What ``Z_{-1}(v)`` is diagonalised by, for real ``v`` of length L along the last axis.
+
+    ``fft(D v)`` with ``D = diag(eta^j)``, ``eta = exp(i pi / L)``, for odd L; for even L the
+    half-length "right-angle" form ``fft(D[:L/2] (v_lo + i v_hi))`` (see :mod:`nas.layers.toeplitz`).
+    """
+    length = v.shape[-1]
+    if length % 2:
+        return np.fft.fft(v * _eta(length) ** np.arange(length))
+    half = length // 2
+    return np.fft.fft((v[..., :half] + 1j * v[..., half:]) * _eta(length) ** np.arange(half))
+
+
 class ToeplitzFFT(DeployedToeplitz):
     """The "fft" form: ONNX ``DFT`` nodes on ``(..., n, 2)`` (real, imag) data.
 
@@ -106,7 +118,8 @@ class ToeplitzFFT(DeployedToeplitz):
     form = "fft"
 
     @staticmethod
-    def constants(n: int, hh: np.ndarray, gg: np.ndarray) -> dict[str, np.ndarray]:
+    def constants(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+        hh, gg = skew_spectrum(h), np.fft.fft(g)
         length = n if n % 2 else n // 2
         d_in = _eta(n) ** np.arange(length)
         d_out = np.conj(d_in)
@@ -150,9 +163,15 @@ def _pair(name: str, c: np.ndarray) -> dict[str, np.ndarray]:
 class ToeplitzMM(DeployedToeplitz):
     """The "fftmm" form: each transform a :func:`nas.layers.fftmm.plan`, the spectra in factorised order.
 
-    Four planned transforms per layer: the input's (length n/2 from packed halves for even n, with
-    the twiddle D folded in), the skew products' inverse (D's conjugate folded in), the circulant
-    products' forward (real input) and the output's inverse (real output only).
+    The skew-circulant products as in the "fft" form: the input's transform (length n/2 from packed
+    halves for even n, the twiddle D folded in) and the products' inverse (D's conjugate folded in).
+    For even n = 2m the circulant products ``Z_1(g) u`` then run at half length, by the Chinese
+    remainder theorem on ``R[t]/(t^n - 1) = R[t]/(t^m - 1) x R[t]/(t^m + 1)``: with
+    ``u± = u_lo ± u_hi`` and ``g± = g_lo ± g_hi``, ``y± = Z_{±1}(g±) u±`` (a cyclic product of
+    length m, real input and output, and a negacyclic one, itself the half-length right-angle
+    product) and ``y = [(y+ + y-) / 2, (y+ - y-) / 2]``. Since the skew inverse gives u as
+    ``u_lo + i u_hi``, ``u±`` are one ``Add`` and one ``Sub``: half the matrix products of a
+    length-n real transform pair, and no unpacking. Odd n transforms u at full length.
     """
 
     form = "fftmm"
@@ -160,25 +179,42 @@ class ToeplitzMM(DeployedToeplitz):
     @staticmethod
     @functools.lru_cache(maxsize=32)
     def plans(n: int) -> dict[str, fftmm.Transform]:
-        half = n // 2
+        """The planned transforms by name: x, u (skew); v, y (odd n) or p, q, s, t (even n; cyclic and
+        negacyclic halves)."""
         if n % 2:
-            skew = {"x": fftmm.plan(n, scale=_eta(n), real_input=True),
-                    "u": fftmm.plan(n, inverse=True, scale=_eta(n, inverse=True), real_output=True)}  # fmt: skip
+            return {"x": fftmm.plan(n, scale=_eta(n), real_input=True),
+                    "u": fftmm.plan(n, inverse=True, scale=_eta(n, inverse=True), real_output=True),
+                    "v": fftmm.plan(n, real_input=True),
+                    "y": fftmm.plan(n, inverse=True, real_output=True)}  # fmt: skip
+        m = n // 2
+        plans = {"x": fftmm.plan(m, scale=_eta(n), packed=True),
+                 "u": fftmm.plan(m, inverse=True, scale=_eta(n, inverse=True)),
+                 "p": fftmm.plan(m, real_input=True),
+                 "q": fftmm.plan(m, inverse=True, real_output=True)}  # fmt: skip
+        if m % 2:  # the negacyclic half in the textbook form
+            plans["s"] = fftmm.plan(m, scale=_eta(m), real_input=True)
+            plans["t"] = fftmm.plan(m, inverse=True, scale=_eta(m, inverse=True), real_output=True)
         else:
-            skew = {"x": fftmm.plan(half, scale=_eta(n), packed=True),
-                    "u": fftmm.plan(half, inverse=True, scale=_eta(n, inverse=True))}  # fmt: skip
-        return {**skew, "v": fftmm.plan(n, real_input=True), "y": fftmm.plan(n, inverse=True, real_output=True)}
+            plans["s"] = fftmm.plan(m // 2, scale=_eta(m), packed=True)
+            plans["t"] = fftmm.plan(m // 2, inverse=True, scale=_eta(m, inverse=True))
+        return plans
 
     @classmethod
-    def constants(cls, n: int, hh: np.ndarray, gg: np.ndarray) -> dict[str, np.ndarray]:
+    def constants(cls, n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
         plans = cls.plans(n)
         out = {}
         for name, transform in plans.items():
             for index, step in enumerate(transform.steps):
                 out[f"{name}{index}_re"], out[f"{name}{index}_im"] = step.matrix.real, step.matrix.imag
-        hh = hh[..., fftmm.factorised_order(plans["x"].factors)]
-        gg = gg[..., fftmm.factorised_order(plans["v"].factors)]
-        for name, value in (("hh", hh), ("gg", gg)):
+        spectra = {"hh": (skew_spectrum(h), "x")}
+        if n % 2:
+            spectra["gg"] = (np.fft.fft(g), "v")
+        else:
+            lo, hi = g[..., : n // 2], g[..., n // 2 :]
+            spectra["gp"] = (np.fft.fft(lo + hi) / 2, "p")  # the 1/2 of the recombination, folded in
+            spectra["gm"] = (skew_spectrum(lo - hi) / 2, "s")
+        for name, (value, plan) in spectra.items():
+            value = value[..., fftmm.factorised_order(plans[plan].factors)]
             out[f"{name}_re"], out[f"{name}_im"] = value.real, value.imag
         return out
 
@@ -186,15 +222,30 @@ class ToeplitzMM(DeployedToeplitz):
         n, blocks, r = self.in_features, self.blocks, self.displacement_rank
         plans = self.plans(n)
         re, im = self._transform(ops, "x", plans["x"], x, None, (1, 1))  # (b, 1, 1, length)
-        re, im = _cmul(ops, re, im, ops.constant("hh_re"), ops.constant("hh_im"))  # (b, k, r, length)
+        re, im = self._product(ops, "hh", re, im, None)  # (b, k, r, length)
         re, im = self._transform(ops, "u", plans["u"], re, im, (blocks, r))
-        u = re if im is None else ops.concat([re, im], 3)  # even n: unpack the halves
-        re, im = self._transform(ops, "v", plans["v"], u, None, (blocks, r))
-        re, im = _cmul(ops, re, im, ops.constant("gg_re"), ops.constant("gg_im"))
-        if r > 1:
+        if n % 2:
+            y, _ = self._circulant(ops, "v", "y", "gg", re, plans)
+            return self.finish(ops, y)
+        plus, _ = self._circulant(ops, "p", "q", "gp", ops.add(re, im), plans)  # (b, k, m)
+        re, im = self._circulant(ops, "s", "t", "gm", ops.sub(re, im), plans)
+        minus = re if im is None else ops.concat([re, im], 2)  # even m: unpack the halves
+        return self.finish(ops, ops.concat([ops.add(plus, minus), ops.sub(plus, minus)], 2))
+
+    def _product(self, ops: TensorOps, name: str, re: Any, im: Any, sum_axis: int | None) -> tuple[Any, Any]:
+        """Times the spectra ``name`` (shape ``(k, r, length)``), then summed over r unless ``sum_axis`` is None."""
+        re, im = _cmul(ops, re, im, ops.constant(f"{name}_re"), ops.constant(f"{name}_im"))
+        if sum_axis is not None and self.displacement_rank > 1:
             re, im = ops.sum(re, 2), ops.sum(im, 2)
-        y, _ = self._transform(ops, "y", plans["y"], re, im, (blocks,))
-        return self.finish(ops, y)
+        return re, im
+
+    def _circulant(self, ops: TensorOps, forward: str, inverse: str, spectra: str, u: Any,
+                   plans: dict[str, fftmm.Transform]) -> tuple[Any, Any | None]:  # fmt: skip
+        """``sum_j`` of one f-circulant product of the real ``(b, k, r, L)`` rows ``u``; ``(b, k, L)``."""
+        blocks, r = self.blocks, self.displacement_rank
+        re, im = self._transform(ops, forward, plans[forward], u, None, (blocks, r))
+        re, im = self._product(ops, spectra, re, im, 2)
+        return self._transform(ops, inverse, plans[inverse], re, im, (blocks,))
 
     @staticmethod
     def _transform(ops: TensorOps, name: str, transform: fftmm.Transform, re: Any, im: Any | None,

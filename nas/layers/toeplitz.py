@@ -233,10 +233,8 @@ class ToeplitzLike(LinearLayer):
         """
         check_form(form)
         if form in DEPLOYED:
-            with torch.no_grad():
-                hh, gg = toeplitz_spectra(self.g.double(), self.h.double(), onesided=False)
             bias = None if self.bias is None else self.bias.detach().clone()
-            return DEPLOYED[form].from_spectra(self.out_features, hh, gg, bias, self.g.dtype)
+            return DEPLOYED[form].from_generators(self.out_features, self.g, self.h, bias)
         # Built on the meta device: no random initialisation of an n x n weight about to be replaced.
         linear = Dense(self.in_features, self.out_features, self.bias is not None, device="meta")
         with torch.no_grad():
