@@ -25,13 +25,12 @@ Two refinements keep that count but shorten the transforms, since x, g, h and ev
 
       u = unpack( conj(w) * ifft( fft(w * pack(h)) * fft(w * pack(x)) ) )
 
-  On (real, imag) planes ``pack`` and ``unpack`` are mere reshapes. Odd n uses the formula above.
-- The circulant products take real-input spectra: ``rfft``/``irfft`` in PyTorch; in ONNX full
-  ``DFT`` nodes, because onnxruntime's one-sided DFT is no faster.
+  Odd n uses the formula above.
+- The circulant products take real-input spectra (``rfft``/``irfft``).
 
-The product is written once, in :func:`toeplitz_apply`, against the operations of
-:mod:`nas.layers._complex`: training runs it on complex tensors, the deployable "fft" form on
-real and imaginary planes so that it exports to ONNX ``DFT`` nodes.
+Training runs :func:`toeplitz_apply` on torch complex tensors (:mod:`nas.layers._complex`). The
+deployed forms (:mod:`nas.layers.deployed`: ONNX ``DFT`` nodes, or FFTs as matrix products) hold
+the same spectra, precomputed, and are what :mod:`nas.export` writes to ONNX.
 """
 
 from __future__ import annotations
