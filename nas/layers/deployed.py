@@ -252,11 +252,14 @@ class ToeplitzMM(DeployedToeplitz):
                    lead: tuple[int, ...]) -> tuple[Any, Any | None]:  # fmt: skip
         """Run a planned transform on rows of ``(re, im)`` (``im`` None: real); result ``(-1, *lead, n)``."""
         last = len(transform.steps) - 1
+        shape = None
         for index, step in enumerate(transform.steps):
             mr, mi = ops.constant(f"{name}{index}_re"), ops.constant(f"{name}{index}_im")
             view = (-1, step.cols) if step.kind == "right" else (-1, step.rows, step.cols)
-            re = ops.reshape(re, view)
-            im = None if im is None else ops.reshape(im, view)
+            if view != shape:  # a left step and its twiddle share one view: one Reshape node less
+                re = ops.reshape(re, view)
+                im = None if im is None else ops.reshape(im, view)
+                shape = view
             if step.kind == "twiddle":
                 re, im = _cmul(ops, re, im, mr, mi)
                 continue
@@ -271,6 +274,8 @@ class ToeplitzMM(DeployedToeplitz):
                 re, im = ops.sub(product(mr, re), product(mi, im)), None
             else:
                 re, im = (ops.sub(product(mr, re), product(mi, im)), ops.add(product(mr, im), product(mi, re)))
+            if step.kind != "twiddle" and (step.rows if step.kind == "left" else 1) != step.matrix.shape[0]:
+                shape = None  # the step changed the row count (packed input, real output)
         shape = (-1, *lead, transform.n)
         return ops.reshape(re, shape), None if im is None else ops.reshape(im, shape)
 
