@@ -113,13 +113,13 @@ def toeplitz_dense(g: Tensor, h: Tensor) -> Tensor:
     """
     n, blocks = g.shape[-1], g.shape[0]
     first = torch.fft.irfft(torch.fft.rfft(g) * torch.fft.rfft(h), n=n).sum(1)  # (blocks, n)
-    # R^T twice over, side by side: (blocks, n, 2n); steps[b, t, i] = R[b, (i + t + 1) mod n, t].
-    doubled = 2 * h.flip(-1).transpose(1, 2) @ torch.cat([g, g], -1)
-    steps = doubled.as_strided((blocks, n, n), (2 * n * n, 2 * n + 1, 1), 1)
-    # U[b, k, j] = V[b, j, k] = W[b, 0, j] - sum over t < k of steps[b, t, j]
-    u = torch.cumsum(steps, 1).neg_().add_(steps).add_(first[:, None, :])
-    # W[b, i, k] = V[b, (i - k) mod n, k] = U[b, k, (i - k) mod n]: row k of U rolled by k.
-    rolled = torch.cat([u, u], 2)
+    # R twice over, stacked: (blocks, 2n, n); steps[b, i, t] = R[b, (i + t + 1) mod n, t], copied so
+    # that the cumulative sum runs along contiguous memory (ten times faster than across rows).
+    doubled = 2 * torch.cat([g, g], -1).transpose(1, 2) @ h.flip(-1)
+    steps = doubled.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n).contiguous()
+    v = torch.cumsum(steps, 2).neg_().add_(steps).add_(first[:, :, None])  # W[:, 0] - sum over t < k
+    # W[b, i, k] = V[b, (i - k) mod n, k]: row k of V^T rolled by k, a strided view of V^T doubled.
+    rolled = torch.cat([v.transpose(1, 2)] * 2, 2)
     return rolled.as_strided((blocks, n, n), (2 * n * n, 2 * n - 1, 1), n).transpose(1, 2)
 
 
