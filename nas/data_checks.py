@@ -58,7 +58,8 @@ def _features(name: str, X: Any) -> np.ndarray:
         raise BadArrays(f"{name} has shape {X.shape}; expected samples x features (at least 2-D)")
     if len(X) == 0 or X[0].size == 0:
         raise BadArrays(f"{name} is empty (shape {X.shape})")
-    X = X.reshape(len(X), -1).astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported just below
+        X = X.reshape(len(X), -1).astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = np.argwhere(bad)[0]
