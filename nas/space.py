@@ -59,7 +59,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     dataset: str = "digits"
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     _check_dataset = field_validator("dataset")(check_source)
 
@@ -95,7 +95,7 @@ class Training(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class Objective(_Strict):
