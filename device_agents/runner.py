@@ -279,12 +279,25 @@ def _stats(np, samples_ms):
     }
 
 
-def _sample_ms(session, feeds, number):
-    """One timing sample: ``number`` calls back to back, milliseconds per call."""
-    tick = time.perf_counter()
+def _sample_ms(session, feeds, number, clock=time.perf_counter):
+    """One timing sample: ``number`` calls back to back, milliseconds per call on ``clock``."""
+    tick = clock()
     for _ in range(number):
         session.run(None, feeds)
-    return (time.perf_counter() - tick) * 1000.0 / number
+    return (clock() - tick) * 1000.0 / number
+
+
+def _paired_clock(threads):
+    """The clock a paired comparison uses: this thread's CPU time when onnxruntime runs on it alone.
+
+    With one intra-op thread the model runs on the calling thread, so its CPU time is the model's
+    compute without the time the OS gave to other processes; on a busy device that noise is most of
+    a wall-clock sample's spread and it does not fall evenly on the forms. With more threads the
+    work is spread over onnxruntime's pool, so wall time it is.
+    """
+    if threads == 1 and hasattr(time, "thread_time"):
+        return "thread_cpu", time.thread_time
+    return "wall", time.perf_counter
 
 
 def _calls_per_sample(session, feeds, min_sample_ms):
@@ -403,6 +416,7 @@ def compare(args):
     Every round samples each model once, the order rotated from round to round (A B C, B C A, ...),
     so whatever the device does meanwhile (a frequency step, a background task) falls on all of
     them; ratio ``i/j`` is the median over rounds of sample i / sample j, with its 95 % interval.
+    Samples are taken on ``_paired_clock`` (named in the result as ``clock``).
     """
     np, ort = _import_runtime()
     _check_models(args)
@@ -411,13 +425,14 @@ def compare(args):
     count = len(sessions)
     for index in range(count):
         _warm(sessions[index], feeds[index], args.warmup)
+    clock_name, clock = _paired_clock(args.threads)
     try:
         numbers = [_calls_per_sample(sessions[i], feeds[i], args.min_sample_ms) for i in range(count)]
 
         def take(index, samples):
             for step in range(count):
                 which = (index + step) % count
-                samples[which].append(_sample_ms(sessions[which], feeds[which], numbers[which]))
+                samples[which].append(_sample_ms(sessions[which], feeds[which], numbers[which], clock))
 
         samples, rounds, timed, unstable = _sample_rounds(np, take, count, args)
     except Exception as exc:
@@ -429,7 +444,7 @@ def compare(args):
             paired = np.asarray(samples[i]) / np.asarray(samples[j])
             low, high = _median_interval(np, paired)
             ratios.append({"a": i, "b": j, "ratio": float(np.median(paired)), "ci_low": low, "ci_high": high})
-    return {"paired": {"models": models, "ratios": ratios, "timed_s": timed}}
+    return {"paired": {"models": models, "ratios": ratios, "timed_s": timed, "clock": clock_name}}
 
 
 def _layer_times(profile_path, calls):

@@ -98,25 +98,28 @@ def choose_form(result: dict[str, Any], forms: list[str], sizes: dict[str, int],
                 ) -> tuple[str, Paired]:
     """The form to deploy from a paired measurement of ``forms`` (in the order measured).
 
-    The fastest by median, unless another form's paired ratio to it is within ``tie_margin``:
-    then the smallest file among the tied ones (then the order of ``nas.spec.FORMS``).
+    The fastest by median, unless another form is not shown slower than it by more than
+    ``tie_margin`` (the lower end of its paired ratio's 95 % interval is within the margin): then
+    the smallest file among the tied ones (then the order of ``nas.spec.FORMS``). Noise widens the
+    interval and so makes a tie, never a wrong winner.
     """
     paired = result["paired"]
     medians = {form: model["median"] for form, model in zip(forms, paired["models"], strict=True)}
     ratios = [PairedRatio(a=forms[r["a"]], b=forms[r["b"]], ratio=r["ratio"], ci_low=r["ci_low"],
                           ci_high=r["ci_high"]) for r in paired["ratios"]]
     fastest = min(forms, key=lambda form: medians[form])
-    tied = [form for form in forms if form == fastest or _ratio(ratios, form, fastest) <= 1.0 + tie_margin]
+    tied = [form for form in forms if form == fastest or _ratio_low(ratios, form, fastest) <= 1.0 + tie_margin]
     winner = min(tied, key=lambda form: (sizes.get(form, 0), _order(form)))
     return winner, Paired(forms=forms, median_ms=medians, ratios=ratios, tied=tied, runner=result)
 
 
-def _ratio(ratios: list[PairedRatio], a: str, b: str) -> float:
+def _ratio_low(ratios: list[PairedRatio], a: str, b: str) -> float:
+    """The lower end of the interval of latency(a) / latency(b)."""
     for entry in ratios:
         if (entry.a, entry.b) == (a, b):
-            return entry.ratio
+            return entry.ci_low
         if (entry.a, entry.b) == (b, a):
-            return 1.0 / entry.ratio
+            return 1.0 / entry.ci_high
     raise KeyError((a, b))
 
 
