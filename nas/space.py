@@ -158,6 +158,17 @@ class SearchSpace(_Strict):
                              "hidden layers")
         return self
 
+    def check_data(self, in_features: int, num_classes: int, source: str = "<search space>") -> None:
+        """Refuse ranks the data makes too large: the first layer takes ``in_features``, the output
+        layer gives ``num_classes`` (SpaceError, one line)."""
+        for where, choices, width, what in [(*self._hidden_choices()[0], in_features, "input features"),
+                                             ("output", self.output, num_classes, "classes")]:
+            for field, kind in (("lowrank_ranks", "lowrank"), ("displacement_ranks", "toeplitz")):
+                too_big = [rank for rank in getattr(choices, field) if rank > width]
+                if kind in choices.kinds and too_big:
+                    raise SpaceError(f"{source}: {where}.{field}: rank {too_big[0]} is larger than the data's "
+                                     f"{width} {what}; allowed: ranks <= {width}")
+
     def _hidden_choices(self) -> list[tuple[str, LayerChoices]]:
         return [("layers", self.layers)] + [(f"layer[{i}]", c) for i, c in enumerate(self.layer)]
 

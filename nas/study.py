@@ -255,7 +255,8 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
         if agent != LOCAL:
             get_agent(agent)
-    load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    space.check_data(data.in_features, data.num_classes, str(space_path))
     config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
                          artifacts_dir or study_dir(name) / "artifacts")
     study = optuna.create_study(

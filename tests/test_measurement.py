@@ -131,3 +131,23 @@ def test_runner_defaults_are_the_settings_defaults():
     for name, value in MeasureSettings().to_dict().items():
         assert runner[name] == value, name
     assert Measure().settings() == MeasureSettings()
+
+
+def test_a_device_without_dft_gets_the_dense_form_and_the_trial_goes_on(loop_agent, nas_env):
+    """``nas agent add`` recorded that the device has no DFT: the fft form is not even tried there."""
+    from nas.records import TrialRecord
+    from nas.storage import load_study
+    from nas.study import run_study, start_study
+    from tests.spaces import write_space
+
+    registry.update_agent(loop_agent, dft=False)
+    start_study("nodft", write_space(nas_env.home.parent), [loop_agent], n_trials=1, sampler="random")
+    load_study("nodft").enqueue_trial({"depth": 1, "l0_width": 32, "l0_kind": "toeplitz",
+                                       "l0_displacement_rank": 2, "out_kind": "dense"})
+    (trial,) = run_study("nodft").get_trials(deepcopy=False)
+    record = TrialRecord.from_trial(trial)
+    assert record.complete, record.data.fail_reason
+    forms = record.data.agents[loop_agent].forms
+    assert not forms["fft"].available and "DFT" in forms["fft"].reason and not forms["fft"].runner
+    assert forms["dense"].available and record.winner(loop_agent) == "dense"
+    assert record.spec.form == "dense"
