@@ -151,3 +151,17 @@ def test_a_device_without_dft_gets_the_dense_form_and_the_trial_goes_on(loop_age
     assert not forms["fft"].available and "DFT" in forms["fft"].reason and not forms["fft"].runner
     assert forms["dense"].available and record.winner(loop_agent) == "dense"
     assert record.spec.form == "dense"
+
+
+def test_agent_check_counts_unstable_measurements_and_says_what_to_do(nas_env):
+    from nas.cli.agent import _steadying_advice
+
+    check = nas_env.run("agent", "check", "local", "--repeat", "2")
+    assert check.exit_code == 0, check.output
+    text = " ".join(check.output.split())
+    assert "of 2 measurements unstable" in text and "model" in text
+    advice = _steadying_advice({"governor": "powersave", "temperature_c": {"cpu-thermal": 81.0}, "cores": 2,
+                                "threads": 2}, None)
+    assert "governor is 'powersave'" in advice and "cpu-thermal 81 C" in advice
+    assert "2 threads on 2 cores" in advice and "idle" in advice
+    assert "governor" not in _steadying_advice({"governor": "performance", "cores": 4, "threads": 1}, None)
