@@ -406,7 +406,7 @@ def measure(args):
     memory.update(_model_memory(before_session, after_runs, reset))
     result = {"latency_ms": latency, "session_ms": session_ms, "memory_kb": memory}
     if args.profile:
-        result["layers_ms"] = _layer_times(session.end_profiling(), latency["count"] * latency["number"])
+        result["layers_ms"] = _layer_times(session.end_profiling())
     return result
 
 
@@ -447,25 +447,31 @@ def compare(args):
     return {"paired": {"models": models, "ratios": ratios, "timed_s": timed, "clock": clock_name}}
 
 
-def _layer_times(profile_path, calls):
+def _layer_times(profile_path):
     """Node times from onnxruntime's profile, summed per layer, in ms per call.
 
-    A node's layer is the first part of its name (``/l0/MatMul`` -> ``l0``; exporters name nodes
-    after the module path); nodes without one are grouped under their op type.
+    A node's layer is the first part of its name's path (``/0/node_mul`` -> ``0``; the exporter
+    names nodes after their module; a fused node keeps the name of the first one); nodes without
+    one are grouped under their op type. Each node's time
+    is its mean over the calls it ran in, so warm-up and calibration calls do not skew it.
     """
     with open(profile_path) as handle:
         events = json.load(handle)
     with contextlib.suppress(OSError):
         os.remove(profile_path)
-    totals = {}
+    nodes = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         node = event["name"][: -len("_kernel_time")]
-        parts = [part for part in node.split("/") if part]
-        layer = parts[0] if len(parts) > 1 else event.get("args", {}).get("op_name", node)
-        totals[layer] = totals.get(layer, 0.0) + event.get("dur", 0) / 1000.0
-    return {layer: total / max(calls, 1) for layer, total in totals.items()}
+        parts = node.split("/")  # "/0/node_mul", or "fused /0/node_linear" for a node onnxruntime fused
+        layer = parts[1] if len(parts) > 2 else event.get("args", {}).get("op_name", node)
+        total, count = nodes.get(node, (layer, 0.0, 0))[1:]
+        nodes[node] = (layer, total + event.get("dur", 0) / 1000.0, count + 1)
+    layers = {}
+    for layer, total, count in nodes.values():
+        layers[layer] = layers.get(layer, 0.0) + total / count
+    return layers
 
 
 def probe(args):

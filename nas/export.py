@@ -165,6 +165,7 @@ def _strip_metadata(model: onnx.ModelProto) -> None:
             del value.metadata_props[:]
             value.doc_string = ""
         for node in graph.node:
+            _name_by_module(node)
             del node.metadata_props[:]
             node.doc_string = ""
             for attribute in node.attribute:
@@ -176,6 +177,20 @@ def _strip_metadata(model: onnx.ModelProto) -> None:
         for node in function.node:
             del node.metadata_props[:]
             node.doc_string = ""
+
+
+def _name_by_module(node: onnx.NodeProto) -> None:
+    """Prefix a node's name with the top-level module it came from (``/0/node_mul_7``).
+
+    The exporter's name scopes go with the rest of the metadata; this keeps the one fact a profile
+    needs (which layer a node belongs to) in a reproducible form.
+    """
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = [part.strip(" '\"") for part in prop.value.strip("[]").split(",")]
+            if len(scopes) > 1 and scopes[1]:
+                node.name = f"/{scopes[1]}/{node.name}"
+            return
 
 
 @contextlib.contextmanager

@@ -166,3 +166,4 @@ def device_seconds(measured: AgentMeasurement) -> float:
 
 def _timed_s(result: dict[str, Any]) -> float:
     return result["paired"]["timed_s"] if "paired" in result else result["latency_ms"]["timed_s"]
+

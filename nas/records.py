@@ -68,12 +68,11 @@ class Paired(_Model):
 
 
 class AgentMeasurement(_Model):
-    """Every form of a candidate on one agent, the form chosen and, if asked, time per layer."""
+    """Every form of a candidate on one agent and the form chosen there."""
 
     forms: dict[str, FormMeasurement]
     winner: str | None = None
     paired: Paired | None = None
-    layers_ms: dict[str, float] | None = None  # the winner's time per layer, ms per call (onnxruntime profiler)
 
     @property
     def chosen(self) -> FormMeasurement | None:

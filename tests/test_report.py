@@ -205,3 +205,20 @@ def test_a_record_of_another_schema_is_refused_not_misread(in_tmp):
     study.add_trial(create_trial(value=1.0, user_attrs={RECORD_ATTR: {"schema_version": 99}}))
     with pytest.raises(ValueError, match="trial record schema 99 is not supported"):
         TrialData.load(study.trials[0].user_attrs)
+
+
+def test_layers_shows_where_the_time_goes(made_study):
+    from nas.cli.report import report as report_command
+
+    result = CliRunner().invoke(report_command, [MADE_STUDY, "--layers", "3"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "trial 3 (D D D D, 64-2048-2048-2048-10" in text
+    cells = [line.replace("│", " ").split() for line in result.output.splitlines()]
+    rows = {" ".join(c[:2]): c for c in cells if c and c[0] in ("l0", "l1", "l2", "out") and len(c) >= 4}
+    assert {"l0 D", "l1 D", "l2 D", "out D"} <= set(rows)
+    share = {name: int(c[-1].rstrip("%")) for name, c in rows.items() if "relu" not in c}
+    # the 2048x2048 layers hold nearly all the work; the 64x2048 one and the classifier little
+    assert share["l1 D"] + share["l2 D"] > 60 and share["out D"] < 10, result.output
+    missing = CliRunner().invoke(report_command, [MADE_STUDY, "--layers", "99"])
+    assert missing.exit_code != 0 and "has no trial 99" in str(missing.exception)
