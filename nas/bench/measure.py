@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     measure = load_space(args.space).measure
     settings = measure.settings()
-    console = Console()
+    console = Console(width=140)
     missed = []
     with tempfile.TemporaryDirectory(prefix="nas-bench-measure-") as tmp:
         folder = Path(tmp)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: _export(_spec(layers).with_form("fft"), folder / f"{i}.onnx")
                   for i, (name, layers) in enumerate(ARCHITECTURES)}
 
-        table = Table("layers", "median ms (each run)", "spread", "calls/sample", "unstable runs",
+        table = Table("layers", "median ms", "min-max of the medians", "spread", "calls/sample", "unstable",
                       "model peak MiB", "weights MiB", "process peak MiB",
                       title=f"run to run: {args.repeats} fresh measurements per architecture (local agent)")
         worst = 0.0
@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
                 process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
                 weights = model_facts(path)[0] / 2**20
-                table.add_row(name, " ".join(f"{m:.4f}" for m in medians), f"{spread:.1%}",
+                table.add_row(name, f"{statistics.median(medians):.4f}", f"{min(medians):.4f}-{max(medians):.4f}",
+                              f"{spread:.1%}",
                               str(results[0]["latency_ms"]["number"]),
-                              str(sum(r["latency_ms"]["unstable"] for r in results)),
+                              f"{sum(r['latency_ms']['unstable'] for r in results)}/{args.repeats}",
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")
                 memory_rows.append((name, peak, weights))
         console.print(table)
@@ -109,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                 measured = measure_forms(MeasurementCache(), agent, files, settings, measure.tie_margin, sizes)
                 winners[measured.winner] += 1
                 ratio = measured.paired.ratios[0]
-                ratios.append(f"{ratio.ratio:.3f} [{ratio.ci_low:.3f}, {ratio.ci_high:.3f}]")
+                ratios.append(f"{ratio.ratio:.2f} [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]")
         form, count = winners.most_common(1)[0]
         agreement = count / args.choices
         choice = Table("choices", "most frequent", "agreement", "fft/dense paired ratio [95%]",
                        title=f"form choice for {spec.code} ({spec.widths}), tie margin {measure.tie_margin:.0%}")
         choice.add_row(", ".join(f"{f} x{n}" for f, n in winners.items()), form, f"{agreement:.0%}",
-                       "\n".join(ratios))
+                       "; ".join(ratios))
         console.print(choice)
         if agreement < AGREEMENT_TARGET:
             missed.append(f"form-choice agreement {agreement:.0%} < {AGREEMENT_TARGET:.0%}")
