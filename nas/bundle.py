@@ -122,7 +122,7 @@ def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float 
     if trial is not None:
         return _choose_number(study, trial, agent, front)
     if max_latency_ms is None and max_model_peak_mib is None:
-        raise UserError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-memory-mb Y)")
+        raise UserError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-model-peak-mib Y)")
 
     limits = [(what, limit, unit, getter) for what, limit, unit, getter in (
         ("latency", max_latency_ms, "ms", lambda r: r.latency_ms(agent)),

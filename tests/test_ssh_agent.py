@@ -474,7 +474,7 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     output = finish(process, timeout=120)
     failed = trials_by_state("s3").get("FAIL", [])
     assert failed, output[-2000:]
-    reason = failed[0].user_attrs["fail_reason"]
+    reason = TrialData.load(failed[0].user_attrs).fail_reason
     assert "flaky" in reason and "unreachable for 3 s" in reason and "Connection refused" in reason
     assert "unreachable" in output
 
@@ -484,5 +484,5 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     trials = trials_by_state("s3")
     assert len(trials.get("COMPLETE", [])) == 1, resumed.output
     redone = trials["COMPLETE"][0]
-    assert redone.user_attrs["retry_of"] == failed[0].number
+    assert TrialData.load(redone.user_attrs).retry_of == failed[0].number
     assert redone.params == failed[0].params, "resume must redo the candidate whose device was down"
