@@ -34,7 +34,7 @@ from nas.errors import UserError
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord
-from nas.spec import ArchSpec
+from nas.spec import FORMS, ArchSpec
 from nas.storage import artifact_store, study_config, study_dir
 
 __all__ = ["Choice", "choose", "load_model", "write_bundle"]
@@ -275,7 +275,7 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
     config = study_config(study)
     record = choice.record
     form = form or choice.form
-    spec = record.spec.with_form(form) if form in ("fft", "dense") else record.spec
+    spec = record.spec.with_form(form) if form in FORMS else record.spec
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     if data.in_features != spec.in_features:
