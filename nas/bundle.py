@@ -31,6 +31,7 @@ from torch import nn
 
 from device_agents.base import file_sha256
 from nas.errors import UserError
+from nas.layers import FORMS
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord
@@ -385,6 +386,8 @@ def bundle_readme(metrics: dict[str, Any]) -> str:
                      f"thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
     form_note = {
         "fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",
+        "fftmm": "the FFT form of the Toeplitz-like layers written as small matrix products (`MatMul`, `Mul`, "
+                 "`Add`/`Sub`, `Reshape`: any ONNX runtime)",
         "dense": "the Toeplitz-like layers materialised as dense matrices (plain `Gemm`)",
     }
     if metrics["form"] in form_note:

@@ -20,7 +20,7 @@ from nas.data import load_dataset
 from nas.errors import UserError
 from nas.model import build_model
 from nas.records import TrialRecord
-from nas.spec import ArchSpec, LayerSpec
+from nas.spec import FORMS, ArchSpec, LayerSpec
 from nas.storage import CONFIG_ATTR, ArtifactStore, load_study
 from tests.conftest import MADE_FAILURE, MADE_STUDY, MADE_TRIALS
 
@@ -88,7 +88,7 @@ def test_bundle_round_trips_in_the_chosen_form(at_root, capsys, monkeypatch):
     measured = metrics["measurements"]["local"]
     assert measured["forms"][form]["median_ms"] == record.latency_ms("local")
     assert measured["forms"][form]["model_peak_mib"] == record.model_peak_mib("local")
-    assert set(measured["paired"]["forms"]) == {"fft", "dense"} and measured["paired"]["ratios"]
+    assert set(measured["paired"]["forms"]) == set(FORMS) and measured["paired"]["ratios"]
     assert metrics["fingerprints"]["local"]["machine"] == record.chosen("local").runner["fingerprint"]["machine"]
     readme = (out / "README.md").read_text()
     assert 'ort.InferenceSession("model.onnx"' in readme and '{"x": x}' in readme
