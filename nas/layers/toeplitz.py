@@ -116,8 +116,17 @@ class ToeplitzLike(nn.Module):
     padded. Forward costs O(r n log n) per vector and block, for any n.
 
     Parameters ``g`` and ``h`` have shape ``(blocks, r, n)``; the weight is
-    ``W_k = sum_j Z_1(g[k, j]) Z_{-1}(h[k, j])`` (see the module docstring). They are initialised so
-    that the entries of :meth:`to_dense` have the variance of ``nn.Linear``'s default, ``1 / (3 n)``.
+    ``W_k = scale * sum_j Z_1(g[k, j]) Z_{-1}(h[k, j])`` (see the module docstring) with the
+    constant ``scale = 1 / (n sqrt(3 r))``. The generators start with unit variance, so the entries
+    of :meth:`to_dense` have the variance of ``nn.Linear``'s default, ``1 / (3 n)``.
+
+    Why the constant: every entry of ``Z_1(g) Z_{-1}(h)`` sums ``n`` products ``g_a h_b``. Adam and
+    its kin move every coordinate by about the learning rate per step whatever its scale, so with
+    generators of size ``n^(-1/2)`` and no constant, one step changes each entry by up
+    to ``n lr^2`` through the product term alone, which overtakes the entries' own size
+    ``(3 n)^(-1/2)`` once ``lr > n^(-3/4)``: at n = 2048 and lr = 0.003 the layer's output grew
+    until every ReLU after it died and a net trained to chance. With unit-size generators and the
+    scale outside, a step changes the entries by a fraction of about ``lr`` as for ``nn.Linear``.
     """
 
     def __init__(
@@ -139,6 +148,7 @@ class ToeplitzLike(nn.Module):
         self.out_features = out_features
         self.displacement_rank = displacement_rank
         self.blocks = -(-out_features // in_features)
+        self.scale = 1.0 / (in_features * math.sqrt(3.0 * displacement_rank))
         shape = (self.blocks, displacement_rank, in_features)
         self.g = nn.Parameter(torch.empty(shape, **factory))
         self.h = nn.Parameter(torch.empty(shape, **factory))
@@ -148,13 +158,11 @@ class ToeplitzLike(nn.Module):
 
     def reset_parameters(self) -> None:
         # Entry (i, k) of sum_j Z_1(g_j) Z_{-1}(h_j) sums r n uncorrelated products g_a h_b, so with
-        # g, h iid of variance s^2 its variance is r n s^4; nn.Linear's is 1 / (3 n).
-        n, r = self.in_features, self.displacement_rank
-        bound = math.sqrt(3.0 / (n * math.sqrt(3.0 * r)))
-        nn.init.uniform_(self.g, -bound, bound)
-        nn.init.uniform_(self.h, -bound, bound)
+        # g, h iid of unit variance its variance is r n; times scale^2 that is nn.Linear's 1 / (3 n).
+        nn.init.uniform_(self.g, -math.sqrt(3.0), math.sqrt(3.0))
+        nn.init.uniform_(self.h, -math.sqrt(3.0), math.sqrt(3.0))
         if self.bias is not None:
-            bound = 1.0 / math.sqrt(n)
+            bound = 1.0 / math.sqrt(self.in_features)
             nn.init.uniform_(self.bias, -bound, bound)
 
     def _spectra(self) -> tuple[Tensor, Tensor]:
@@ -168,13 +176,13 @@ class ToeplitzLike(nn.Module):
         tracked = torch.is_grad_enabled() and (g.requires_grad or h.requires_grad)
         if tracked or torch.compiler.is_compiling():
             self._spectra_cache = None
-            return toeplitz_spectra(g, h, NATIVE.onesided)
+            return toeplitz_spectra(g * self.scale, h, NATIVE.onesided)
         key = (g._version, h._version, g.data_ptr(), h.data_ptr())
         cache = self._spectra_cache
         if cache is None or cache[0] is not g or cache[1] is not h or cache[2] != key:
             # Normal tensors even under inference_mode: a later call may save them for backward.
             with torch.inference_mode(False), torch.no_grad():
-                cache = self._spectra_cache = (g, h, key, toeplitz_spectra(g, h, NATIVE.onesided))
+                cache = self._spectra_cache = (g, h, key, toeplitz_spectra(g * self.scale, h, NATIVE.onesided))
         return cache[3]
 
     def _blocks(self, x: Tensor) -> Tensor:
@@ -268,7 +276,7 @@ class ToeplitzFFT(nn.Module):
         n, dtype, device = layer.in_features, layer.g.dtype, layer.g.device
         # Everything in float64 whatever the layer's dtype, rounded once at the end.
         d_in, d_out = toeplitz_constants(n, torch.float64, device)
-        hh, gg = toeplitz_spectra(layer.g.double(), layer.h.double(), PAIRS.onesided)
+        hh, gg = toeplitz_spectra(layer.g.double() * layer.scale, layer.h.double(), PAIRS.onesided)
         constants = {
             "d_in": PAIRS.prepare_scale(d_in) if n % 2 else PAIRS.prepare(d_in),
             "d_out": PAIRS.prepare(d_out),
