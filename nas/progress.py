@@ -27,7 +27,8 @@ def trial_line(trial: FrozenTrial) -> str:
     )
     if attrs.get("infeasible"):
         return f"{head} [yellow]infeasible[/] ({'; '.join(attrs['infeasible'])})  {latency}  not trained"
-    return f"{head} acc {attrs.get('accuracy', 0):.3f}  {latency}  params {attrs.get('params', 0):,}"
+    test = f" (test {attrs['test_accuracy']:.3f})" if attrs.get("test_accuracy") is not None else ""
+    return f"{head} acc {attrs.get('accuracy', 0):.3f}{test}  {latency}  params {attrs.get('params', 0):,}"
 
 
 class StudyProgress:

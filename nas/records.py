@@ -13,7 +13,8 @@ Everything lives in trial user attributes (so optuna-dashboard shows it too):
 ``peak_mb``       {agent: peak resident memory (VmHWM) of the winning form, MiB}
 ``infeasible``    [one line per violated hard constraint]; empty when feasible
 ``trained``       whether the candidate was trained (infeasible ones are not)
-``accuracy``, ``train_seconds``, ``epochs``
+``accuracy``, ``train_seconds``, ``epochs``  (validation accuracy: what the search selects by)
+``test_accuracy``  accuracy on the dataset's test part, when it has one (reported, never selected by)
 ``artifacts``     {"weights": name, "onnx": {form: name}} in the study's ArtifactStore
 ``fail_reason``   for failed trials: one line saying why; ``retryable`` when a device was unreachable
 ``retry_of``      the failed trial whose candidate this one redoes (queued by ``resume``)

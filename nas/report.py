@@ -134,6 +134,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "params": attrs.get("params"),
         "onnx_kb": None if size is None else size / 1024.0,
         "accuracy": attrs.get("accuracy"),
+        "test_accuracy": attrs.get("test_accuracy"),
     }
     for name in agents:
         row[f"latency_ms@{name}"] = attrs.get("latency_ms", {}).get(name)
@@ -234,6 +235,8 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
     if len(report.agents) <= 1:
         columns.append(("form", "form", "str"))
     columns += [("params", "params", "int"), ("ONNX KiB", "onnx_kb", "kb"), ("accuracy", "accuracy", "acc")]
+    if any(row.get("test_accuracy") is not None for row in report.pareto):
+        columns.append(("test acc", "test_accuracy", "acc"))
     for name in report.agents:
         if len(report.agents) > 1:
             columns.append((f"form\n{name}", f"form@{name}", "str"))
@@ -307,7 +310,7 @@ _NOT_IN_PARETO = ("status", "infeasible", "fail_reason")
 def csv_columns(agents: list[str]) -> list[str]:
     """The columns of trials.csv, in order (pareto.csv drops status, infeasible and fail_reason)."""
     per_agent = [f"{what}@{a}" for a in agents for what in ("latency_ms", "p90_ms", "peak_mb", "form")]
-    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "accuracy", *per_agent,
+    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "accuracy", "test_accuracy", *per_agent,
             "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 

@@ -33,16 +33,12 @@ from nas.errors import UserError
 from nas.export import ExportError, export_like, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
+from nas.samplers import SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, study_config, study_dir
 from nas.train import train
 
-SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-}
 
 
 class CandidateEvaluator:
@@ -70,6 +66,7 @@ class CandidateEvaluator:
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         clock = _Clock()
         spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
+        trial.set_user_attr("sampled", True)  # its parameters are final: later trials may compare with them
         earlier = _same_candidate(trial)
         if earlier is not None:
             return _repeat(trial, earlier)
@@ -131,6 +128,8 @@ class CandidateEvaluator:
                        optimizer=training.optimizer, learning_rate=training.learning_rate,
                        weight_decay=training.weight_decay, seed=training.seed)
         trial.set_user_attr("accuracy", result.accuracy)
+        if result.test_accuracy is not None:
+            trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)
         clock.lap("train", train=result.seconds)
@@ -188,6 +187,7 @@ class CandidateEvaluator:
 
 
 _FIGURE = {"latency_ms": "median_ms", "peak_mb": "peak_mb"}
+_WAIT_S = 0.5  # polling interval while a lower-numbered trial trains the same candidate
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -214,17 +214,31 @@ def _device_seconds(measurements: dict[str, dict[str, Any]]) -> float:
 
 
 def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    """An earlier complete trial with exactly these parameters (samplers do propose repeats)."""
-    for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if earlier.params == trial.params:
-            return earlier
-    return None
+    """An earlier complete trial with exactly these parameters (samplers do propose repeats).
+
+    Two workers must not train one candidate at the same time: while a lower-numbered trial is
+    running with these parameters (or has not finished sampling its own), wait for it. Only lower
+    numbers are waited for, so two workers never wait for each other; a dead worker's trial is
+    failed by the heartbeat, which ends the wait.
+    """
+    while True:
+        waiting = False
+        for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if earlier.state == TrialState.COMPLETE and earlier.params == trial.params:
+                return earlier
+            if (earlier.state == TrialState.RUNNING and earlier.number < trial.number
+                    and (not earlier.user_attrs.get("sampled") or earlier.params == trial.params)):
+                waiting = True
+        if not waiting:
+            return None
+        optuna.storages.fail_stale_trials(trial.study)
+        time.sleep(_WAIT_S)
 
 
 def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> tuple[float, ...]:
     """Record a repeated candidate as its earlier trial's result: training is seeded, so it would be the same."""
     for key, value in earlier.user_attrs.items():
-        if key not in ("worker", "timing", "retry_of"):
+        if key not in ("worker", "timing", "retry_of", "sampled"):
             trial.set_user_attr(key, value)
     trial.set_user_attr("repeat_of", earlier.number)
     trial.set_user_attr("worker", _WORKER)
@@ -298,7 +312,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
 
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
+    study.sampler = make_sampler(config["sampler"], config["seed"], config["n_trials"])
     _requeue_unreachable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:

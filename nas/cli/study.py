@@ -14,7 +14,8 @@ from nas.pareto import pareto_front
 from nas.progress import StudyProgress
 from nas.records import records
 from nas.storage import load_study, study_config
-from nas.study import SAMPLERS, run_study, start_study
+from nas.samplers import SAMPLER_HELP, SAMPLERS
+from nas.study import run_study, start_study
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
@@ -33,7 +34,7 @@ def study() -> None:
               help="Complete trials to reach.")
 @click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
 @storage_option
-@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True)
+@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True, help=SAMPLER_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
 def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
