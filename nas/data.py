@@ -47,7 +47,8 @@ class Dataset:
 def check_source(source: str) -> str:
     """The source if its form is known (used by the search-space validator), else ValueError."""
     kind, _, rest = source.partition(":")
-    if source in ("digits", "kws") or (kind in ("npz", "mnist") and rest) or (kind == "python" and rest.count(":") == 1):
+    if source in ("digits", "kws") or (kind in ("npz", "mnist") and rest) or (
+            kind == "python" and rest.count(":") == 1):
         return source
     raise ValueError(f"unknown dataset {source!r}; allowed: {', '.join(SOURCES)}")
 

@@ -40,7 +40,6 @@ from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, st
 from nas.train import train
 
 
-
 class CandidateEvaluator:
     """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
 

@@ -13,8 +13,8 @@ from rich.table import Table
 from nas.pareto import pareto_front
 from nas.progress import StudyProgress
 from nas.records import records
-from nas.storage import load_study, study_config
 from nas.samplers import SAMPLER_HELP, SAMPLERS
+from nas.storage import load_study, study_config
 from nas.study import run_study, start_study
 
 storage_option = click.option("--storage", default=None,

@@ -187,7 +187,8 @@ def _mix(config: KwsConfig, clip: _Clip, speech: np.ndarray | None) -> np.ndarra
     noise = _noise(str(rng.choice(NOISES)), length, rng)
     if speech is None:
         return noise * 10 ** (rng.uniform(-60, -20) / 20)
-    up, down = config.sample_rate // np.gcd(config.sample_rate, _SYNTH_RATE), _SYNTH_RATE // np.gcd(config.sample_rate, _SYNTH_RATE)
+    common = np.gcd(config.sample_rate, _SYNTH_RATE)
+    up, down = config.sample_rate // common, _SYNTH_RATE // common
     word = _trim(resample_poly(speech, up, down, window=_resampling_filter(up, down)), config.sample_rate)
     if len(word) > length:  # a slow long word: keep its middle
         start = (len(word) - length) // 2
