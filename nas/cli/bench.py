@@ -1,4 +1,4 @@
-"""``nas bench layers|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
+"""``nas bench accuracy|layers|overhead|search|ssh``: the benchmarks; each exits non-zero when its target is missed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import click
 
 BENCHMARKS = {
+    "accuracy": "nas.bench.accuracy",
+    "search": "nas.bench.search",
     "layers": "nas.bench.layers",
     "overhead": "nas.bench.overhead",
     "ssh": "nas.bench.ssh",
