@@ -37,8 +37,10 @@ def kws(val_fraction: float, seed: int) -> None:
     console.print(f"kws: {len(arrays['y'])} clips of {arrays['X'].shape[1]} inputs (32 frames x 40 log-mel bands), "
                   f"{len(LABELS)} classes, {len(config.voices())} voices; eSpeak NG {synth.version} "
                   f"({synth.source})\ncache: {path}")
-    table = Table("part", "voices", "clips", *LABELS)
-    for part, rows in parts.items():
-        counts = np.bincount(arrays["y"][rows], minlength=len(LABELS))
-        table.add_row(part, str(len(np.unique(arrays["voice"][rows]))), str(len(rows)), *map(str, counts))
+    counts = {part: np.bincount(arrays["y"][rows], minlength=len(LABELS)) for part, rows in parts.items()}
+    table = Table("class", *parts)
+    table.add_row("[bold]voices", *[str(len(np.unique(arrays["voice"][rows]))) for rows in parts.values()])
+    table.add_row("[bold]clips", *[str(len(rows)) for rows in parts.values()])
+    for index, label in enumerate(LABELS):
+        table.add_row(label, *[str(counts[part][index]) for part in parts])
     console.print(table)
