@@ -62,6 +62,8 @@ def run(datasets: list[str], depths: list[int], layers: list[str], seeds: int, e
                            learning_rate=0.003, seed=seed)
             held_out = result.test_accuracy if result.test_accuracy is not None else result.accuracy
             results.setdefault((name, depth, code), []).append(held_out)
+            progress.console.print(f"{name} {depth} x {code} seed {seed}: {params[name, depth, code]:,} params, "
+                                   f"held-out accuracy {100 * held_out:.1f}%", highlight=False)
             progress.advance(task)
     return [{"dataset": d, "depth": depth, "layer": code, "params": params[d, depth, code],
              "mean": float(np.mean(acc)), "std": float(np.std(acc)), "seeds": len(acc)}
