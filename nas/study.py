@@ -13,6 +13,7 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import tempfile
@@ -187,6 +188,7 @@ class CandidateEvaluator:
 
 _FIGURE = {"latency_ms": "median_ms", "peak_mb": "peak_mb"}
 _WAIT_S = 0.5  # polling interval while a lower-numbered trial trains the same candidate
+_SAMPLING_GRACE = datetime.timedelta(seconds=60)  # sampling takes well under a second
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -217,16 +219,20 @@ def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
 
     Two workers must not train one candidate at the same time: while a lower-numbered trial is
     running with these parameters (or has not finished sampling its own), wait for it. Only lower
-    numbers are waited for, so two workers never wait for each other; a dead worker's trial is
-    failed by the heartbeat, which ends the wait.
+    numbers are waited for, so two workers never wait for each other. A dead worker's trial is
+    failed by the heartbeat, which ends the wait; one killed before its first heartbeat never is,
+    so a trial still unsampled after ``_SAMPLING_GRACE`` is taken for dead.
     """
     while True:
         waiting = False
+        now = datetime.datetime.now()
         for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if earlier.state == TrialState.COMPLETE and earlier.params == trial.params:
                 return earlier
-            if (earlier.state == TrialState.RUNNING and earlier.number < trial.number
-                    and (not earlier.user_attrs.get("sampled") or earlier.params == trial.params)):
+            if earlier.state != TrialState.RUNNING or earlier.number >= trial.number:
+                continue
+            sampling = not earlier.user_attrs.get("sampled") and now - earlier.datetime_start < _SAMPLING_GRACE
+            if sampling or (earlier.user_attrs.get("sampled") and earlier.params == trial.params):
                 waiting = True
         if not waiting:
             return None

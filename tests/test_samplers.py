@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 
 import optuna
 import pytest
 
+from nas import study as engine
 from nas.samplers import make_sampler, nsga2_population, tpe_startup_trials
 from nas.study import _same_candidate
 
@@ -102,3 +104,16 @@ def test_a_lower_trial_still_sampling_is_waited_for() -> None:
     started = time.perf_counter()
     assert _same_candidate(second) is None  # it waited for the first to be sampled: different parameters
     assert time.perf_counter() - started >= 0.9
+
+
+def test_a_trial_left_unsampled_by_a_dead_worker_is_not_waited_for_ever(monkeypatch) -> None:
+    # A worker killed between creating a trial and its first heartbeat leaves it RUNNING for good.
+    monkeypatch.setattr(engine, "_SAMPLING_GRACE", datetime.timedelta(seconds=1))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dead = study.ask()
+    second = _propose(study)
+    second.set_user_attr("sampled", True)
+    assert dead.number < second.number
+    started = time.perf_counter()
+    assert _same_candidate(second) is None
+    assert 0.5 <= time.perf_counter() - started < 30
