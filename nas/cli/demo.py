@@ -11,7 +11,7 @@ from nas.storage import study_dir
 
 DEMOS = {
     "digits": ("digits", 12, "scikit-learn's 8x8 digits"),
-    "kws": ("kws", 12, "keywords synthesised with eSpeak NG (built and cached on first use)"),
+    "kws": ("kws", 8, "keywords synthesised with eSpeak NG (built and cached on first use)"),
 }
 
 
@@ -19,7 +19,7 @@ DEMOS = {
 @click.argument("space", type=click.Choice(sorted(DEMOS)), default="digits")
 @click.option("--name", default=None, help="Study name (studies/NAME) [default: demo, or demo-kws].")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None,
-              help="Complete trials to reach [default: 12].")
+              help="Complete trials to reach [default: 12 for digits, 8 for kws].")
 @click.option("--fresh/--resume", default=True, show_default=True, help="Delete an earlier demo study first.")
 @click.pass_context
 def demo(ctx: click.Context, space: str, name: str | None, n_trials: int | None, fresh: bool) -> None:
