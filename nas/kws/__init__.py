@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from nas.kws.dataset import LABELS, KwsConfig, kws_arrays, split_by_voice
 
+if TYPE_CHECKING:
+    from nas.data import Dataset
+
 __all__ = ["LABELS", "KwsConfig", "load_kws"]
 
 
-def load_kws(val_fraction: float = 0.15, seed: int = 0, config: KwsConfig | None = None):  # -> nas.data.Dataset
+def load_kws(val_fraction: float = 0.15, seed: int = 0, config: KwsConfig | None = None) -> Dataset:
     """The KWS dataset split by voice (``val_fraction`` of the voices each for validation and test).
 
     Features are standardised per input with the training part's mean and deviation.
