@@ -7,6 +7,7 @@ import shutil
 import click
 from rich.console import Console
 
+from nas.names import STUDY_NAME
 from nas.storage import study_dir
 
 DEMOS = {
@@ -17,7 +18,7 @@ DEMOS = {
 
 @click.command()
 @click.argument("space", type=click.Choice(sorted(DEMOS)), default="digits")
-@click.option("--name", default=None, help="Study name (studies/NAME) [default: demo, or demo-kws].")
+@click.option("--name", type=STUDY_NAME, default=None, help="Study name (studies/NAME) [default: demo, or demo-kws].")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None,
               help="Complete trials to reach [default: 12 for digits, 8 for kws].")
 @click.option("--fresh/--resume", default=True, show_default=True, help="Delete an earlier demo study first.")
