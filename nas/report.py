@@ -755,7 +755,8 @@ the members no other member beats in that view); grey: dominated; light grey: in
 D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent (fft, fftmm or dense;
 measured interleaved; within the tie margin the smaller file). Latency: per call, median and p90 of the
 timed samples; model peak: the peak resident set (VmHWM) after the runs above the process before the model
-was loaded, i.e. the model's own memory, not the measuring process's. "unstable": still too spread after the runner's last round.</p>
+was loaded, i.e. the model's own memory, not the measuring process's. "unstable": still too spread after the
+runner's last round.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>
