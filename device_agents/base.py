@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,22 +20,46 @@ RUNNER_SCHEMA = 1
 
 # Fingerprint fields that identify the device and its software; frequencies and temperatures change
 # from run to run and are recorded with each result but do not invalidate cached measurements.
-STABLE_FINGERPRINT_FIELDS = ("machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu")
+# The runner's own version, the kernel release and the CPU governor change results too.
+STABLE_FINGERPRINT_FIELDS = (
+    "machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu", "runner", "release", "governor",
+)
+LOCKED_MARK = b'{"event": "locked"}'  # the runner's line once it holds the device lock
+DEFAULT_COMMAND_TIMEOUT = 120.0
+DEFAULT_LOCK_TIMEOUT = 600.0
 
 ERROR_HINTS = {
     "onnxruntime_missing": "install it on the device: python3 -m pip install onnxruntime numpy",
     "numpy_missing": "install it on the device: python3 -m pip install numpy",
     "model_load_failed": "the device's onnxruntime cannot load this model (an old onnxruntime without DFT?)",
     "model_corrupt": "the uploaded model was damaged in transit; it will be uploaded again",
+    "device_busy": "another measurement held the device that long; is a runner stuck on the device?",
 }
+RETRYABLE_KINDS = {"device_busy"}
 
 
 class AgentError(Exception):
     """A measurement could not be made; the message is one line a user can act on."""
 
+    retryable = False  # whether ``nas study resume`` redoes a candidate that failed with it
+
 
 class AgentUnreachable(AgentError):
     """The device did not answer (network, sshd down, timeout)."""
+
+    retryable = True
+
+
+class RunnerTimeout(AgentError):
+    """The runner overran its timeout and was killed on the device; another try may well work."""
+
+    retryable = True
+
+
+class RunnerOutputError(AgentError):
+    """The runner's output was cut or is not its JSON result (a killed runner, a dropped stream)."""
+
+    retryable = True
 
 
 class DeviceError(AgentError):
@@ -43,6 +68,37 @@ class DeviceError(AgentError):
     def __init__(self, message: str, kind: str = "device") -> None:
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.kind in RETRYABLE_KINDS
+
+
+class RunnerDeadline:
+    """When to give up on one runner call: ``lock_timeout`` seconds to get the device lock, then
+    ``timeout`` seconds of work. Waiting behind other measurements must not eat this one's time."""
+
+    def __init__(self, timeout: float, lock_timeout: float = 0.0) -> None:
+        self.timeout = timeout
+        self.lock_timeout = lock_timeout
+        self.started = time.monotonic()
+        self.locked_at: float | None = None
+
+    def seen(self, output: bytes) -> None:
+        """Note the runner's output so far (it says when it holds the device lock)."""
+        if self.locked_at is None and LOCKED_MARK in output:
+            self.locked_at = time.monotonic()
+
+    def remaining(self) -> float:
+        if self.locked_at is None:
+            return self.started + self.lock_timeout + self.timeout - time.monotonic()
+        return self.locked_at + self.timeout - time.monotonic()
+
+    def describe(self) -> str:
+        if self.locked_at is None and self.lock_timeout:
+            return f"did not get the device lock within {self.lock_timeout:.0f} s"
+        after = " after getting the device lock" if self.lock_timeout else ""
+        return f"took longer than {self.timeout:.0f} s{after}"
 
 
 @dataclass(frozen=True)
@@ -73,11 +129,21 @@ class MeasureSettings:
 
 
 def parse_runner_output(stdout: str, agent: str) -> dict[str, Any]:
-    """The runner's JSON line as a dict, or a DeviceError with a plain message."""
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise DeviceError(f"agent {agent}: the runner printed no result (output: {stdout.strip()[-200:]!r})")
-    result = json.loads(lines[-1])
+    """The runner's JSON result as a dict; a DeviceError with a plain message when it failed, a
+    (retryable) RunnerOutputError when there is no whole result line."""
+    results = []
+    for line in stdout.splitlines():
+        try:
+            parsed = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and "event" not in parsed:
+            results.append(parsed)
+    if not results:
+        raise RunnerOutputError(
+            f"agent {agent}: the runner's output was cut or is not its JSON result (output: {stdout.strip()[-200:]!r})"
+        )
+    result = results[-1]
     if result.get("schema") != RUNNER_SCHEMA:
         raise DeviceError(f"agent {agent}: runner schema {result.get('schema')} is not {RUNNER_SCHEMA}; redeploy it")
     if not result.get("ok"):
@@ -105,6 +171,8 @@ class Agent(ABC):
     """A device that measures ONNX models. Implementations must be safe to call from one thread each."""
 
     name: str
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds a runner may work once it holds the lock
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds it may wait for the device lock first
 
     @abstractmethod
     def probe(self) -> dict[str, Any]:
@@ -117,6 +185,10 @@ class Agent(ABC):
     def settings_for(self, settings: MeasureSettings) -> MeasureSettings:
         """The settings a measurement will really use (an agent may pin its own thread count)."""
         return settings
+
+    def measure_timeout(self, settings: MeasureSettings) -> float:
+        """A measurement may take its own time limit plus the command timeout, once it holds the lock."""
+        return settings.max_seconds + self.command_timeout
 
     def fingerprint(self) -> dict[str, Any]:
         """The device fingerprint, probed once per agent object."""

@@ -15,7 +15,8 @@ Everything lives in trial user attributes (so optuna-dashboard shows it too):
 ``trained``       whether the candidate was trained (infeasible ones are not)
 ``accuracy``, ``train_seconds``, ``epochs``
 ``artifacts``     {"weights": name, "onnx": {form: name}} in the study's ArtifactStore
-``fail_reason``   for failed trials: one line saying why; ``retryable`` when a device was unreachable
+``fail_reason``   for failed trials: one line saying why; ``retryable`` when ``resume`` should redo it
+                  (a device unreachable, a runner killed on its timeout, an interrupted run)
 ``retry_of``      the failed trial whose candidate this one redoes (queued by ``resume``)
 ``repeat_of``     the earlier complete trial with the same parameters whose results this one took
 ``worker``        host:pid of the process that ran the trial

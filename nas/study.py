@@ -25,7 +25,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from device_agents.base import Agent, AgentError, AgentUnreachable, MeasureSettings
+from device_agents.base import Agent, AgentError, MeasureSettings
 from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
 from nas.data import Dataset, load_dataset
@@ -38,6 +38,7 @@ from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, study_config, study_dir
 from nas.train import train
 
+INTERRUPTED = "interrupted (Ctrl-C)"
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
@@ -61,10 +62,15 @@ class CandidateEvaluator:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._evaluate(trial)
+        except KeyboardInterrupt:  # Optuna fails the trial and re-raises; say why, and redo it on resume
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            trial.set_user_attr("retryable", True)
+            raise
         except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
             trial.set_user_attr("fail_reason", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            # a device that was down is worth another try on resume; a model it cannot load is not
-            trial.set_user_attr("retryable", isinstance(exc, AgentUnreachable))
+            # a device that was down or a runner that hung is worth another try on resume; a model
+            # the device cannot load is not
+            trial.set_user_attr("retryable", bool(getattr(exc, "retryable", False)))
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -299,7 +305,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
-    _requeue_unreachable(study)
+    _requeue_retryable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:
             pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
@@ -314,8 +320,9 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     return study
 
 
-def _requeue_unreachable(study: optuna.Study) -> None:
-    """Queue again, once, the candidates whose trial failed because a device was unreachable."""
+def _requeue_retryable(study: optuna.Study) -> None:
+    """Queue again, once, the candidates whose trial failed for a passing reason (a device
+    unreachable, a runner that hung and was killed, an interrupted run)."""
     retried = {trial.user_attrs.get("retry_of") for trial in study.get_trials(deepcopy=False)}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.user_attrs.get("retryable") and trial.number not in retried:

@@ -27,7 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open, sshd_config
+from device_agents.testbeds._process import (
+    alive,
+    descendants,
+    keygen_argv,
+    kill,
+    port_open,
+    runner_pids,
+    sshd_config,
+)
 
 USER = "nasloop"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -257,16 +265,7 @@ class Loopback:
 
     def runner_pids(self, measuring_only: bool = True) -> list[int]:
         """Runner processes started through this sshd (``measuring_only``: not probes)."""
-        pid = self.pid()
-        found = []
-        for child in descendants(pid) if pid else []:
-            try:
-                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"/runner-" in arg for arg in argv) and not (measuring_only and b"--probe" in argv):
-                found.append(child)
-        return found
+        return runner_pids(self.pid(), measuring_only)
 
     def up(self) -> dict:
         self.setup()
