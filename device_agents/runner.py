@@ -178,14 +178,15 @@ def _import_runtime():
     except ImportError:
         message = f"onnxruntime is not installed for {sys.executable}"
         raise RunnerError("onnxruntime_missing", message) from None
-    _no_telemetry(onnxruntime)
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
     return numpy, onnxruntime
 
 
-def _no_telemetry(ort):
-    """onnxruntime's telemetry writes under ~/.cache/Microsoft and /tmp: nothing may leave the work dir."""
-    if hasattr(ort, "disable_telemetry_events"):
-        ort.disable_telemetry_events()
+def _no_telemetry():
+    """onnxruntime's telemetry writes ~/.cache/Microsoft/... and /tmp/.ses when it is imported; nothing
+    may be written outside the work dir, so turn it off before any import (1.32 reads this variable)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def runner_version():
@@ -424,6 +425,7 @@ def main(argv=None):
         _emit(result)
         return status
     _own_process_group()
+    _no_telemetry()
     try:
         with _DeviceLock(args.lock, args.lock_timeout):
             result["started_at"] = time.time()
