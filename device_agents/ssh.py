@@ -388,9 +388,7 @@ class SSHAgent(Agent):
                 if deadline.remaining() <= 0:
                     channel.close()
                     raise RunnerTimeout(
-                        f"agent {self.name}: '{posixpath.basename(argv[1] if len(argv) > 1 else argv[0])}' "
-                        f"{deadline.describe()} on the device; if the device is just slow, raise the "
-                        f"timeout with 'nas agent set {self.name} --timeout SECONDS'"
+                        f"agent {self.name}: '{shlex.join(argv)[:80]}' {deadline.describe()} on the device"
                     )
                 if not busy:
                     channel.status_event.wait(0.005)
@@ -517,11 +515,15 @@ class SSHAgent(Agent):
         python = self._python
         run_id = secrets.token_hex(8)
         argv = [python, runner, "--lock", lock, "--lock-timeout", str(self.lock_timeout), "--run-id", run_id, *args]
+        deadline = RunnerDeadline(timeout, self.lock_timeout)
         try:
-            status, out, err = self._exec(argv, RunnerDeadline(timeout, self.lock_timeout))
-        except RunnerTimeout as exc:
+            status, out, err = self._exec(argv, deadline)
+        except RunnerTimeout:
             self._kill_run(run_id)
-            raise RunnerTimeout(f"{exc} (the runner was killed there)") from None
+            raise RunnerTimeout(
+                f"agent {self.name}: the runner {deadline.describe()} on the device and was killed "
+                f"there; if the device is just slow, raise it with 'nas agent set {self.name} --timeout SECONDS'"
+            ) from None
         except _ConnectionLost:
             self._orphans.append(run_id)  # it may still be running: killed after reconnecting
             raise

@@ -63,10 +63,12 @@ class CandidateEvaluator:
         try:
             return self._evaluate(trial)
         except KeyboardInterrupt:  # Optuna fails the trial and re-raises; say why, and redo it on resume
-            trial.set_user_attr("fail_reason", INTERRUPTED)
-            trial.set_user_attr("retryable", True)
+            _record_interrupt(trial)
             raise
         except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
+            if _interrupted(exc):  # torch.export wraps a Ctrl-C in its own error
+                _record_interrupt(trial)
+                raise KeyboardInterrupt from exc
             trial.set_user_attr("fail_reason", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             # a device that was down or a runner that hung is worth another try on resume; a model
             # the device cannot load is not
@@ -217,6 +219,22 @@ def _device_seconds(measurements: dict[str, dict[str, Any]]) -> float:
     """Seconds the devices spent in timed runs (cached results cost none)."""
     return sum(r["latency_ms"]["timed_s"] for forms in measurements.values() for r in forms.values()
                if not r["cached"])
+
+
+def _record_interrupt(trial: optuna.Trial) -> None:
+    trial.set_user_attr("fail_reason", INTERRUPTED)
+    trial.set_user_attr("retryable", True)
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether a KeyboardInterrupt is behind ``exc`` (its cause or context, at any depth)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:

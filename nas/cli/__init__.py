@@ -43,7 +43,7 @@ def main() -> None:
     else:
         # Optuna flags heartbeats and metric names as experimental (matched by message, so that Optuna
         # is not imported here); ``nas study`` also quietens its per-trial failure log.
-        warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")
+        warnings.filterwarnings("ignore", message=r".* is (an )?experimental")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

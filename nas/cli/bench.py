@@ -1,4 +1,4 @@
-"""``nas bench layers|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
+"""``nas bench cli|layers|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import click
 
 BENCHMARKS = {
+    "cli": "nas.bench.cli",
     "layers": "nas.bench.layers",
     "overhead": "nas.bench.overhead",
     "ssh": "nas.bench.ssh",
