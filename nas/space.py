@@ -95,6 +95,7 @@ class Measure(_Strict):
     warmup: int = Field(5, ge=0)
     min_runs: PositiveInt = 20
     min_seconds: float = Field(0.2, ge=0)
+    max_seconds: PositiveFloat = 60.0  # the runner's own time limit; the agent's --timeout comes on top
     max_spread: PositiveFloat = 0.25
 
 

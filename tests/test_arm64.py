@@ -123,7 +123,7 @@ def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(bo
 
         worker = threading.Thread(target=measure)
         worker.start()
-        pid = wait_for_runner(arm64_board)
+        pid = wait_for_runner(arm64_board, lock=arm64_board.rootfs / agent.workdir.lstrip("/") / "device.lock")
         os.kill(pid, signal.SIGSTOP)
         worker.join(timeout=180)
         assert isinstance(outcome.get("error"), RunnerTimeout), outcome

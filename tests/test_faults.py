@@ -41,17 +41,26 @@ def nas_cli() -> list[str]:
     return [str(Path(sys.executable).with_name("nas"))]
 
 
-def wait_for_runner(testbed, process: subprocess.Popen | None = None, timeout: float = 300) -> int:  # noqa: ANN001
-    """The pid of the runner process (not the shell around it) measuring on the testbed."""
+def wait_for_runner(testbed, process: subprocess.Popen | None = None, lock: Path | None = None,  # noqa: ANN001
+                    timeout: float = 300) -> int:
+    """The pid of a runner process (not the shell around it) measuring on the testbed; with ``lock``
+    (its work dir's device lock), once it holds that lock (the runner writes its pid there)."""
     deadline = time.monotonic() + timeout
     while True:
         for pid in testbed.runner_pids():
-            if _measuring(pid):
+            if _measuring(pid) and (lock is None or _read(lock) == str(pid)):
                 time.sleep(0.3)
                 return pid
         assert process is None or process.poll() is None, "ended early: " + (process.stdout.read() or "")[-2000:]
         assert time.monotonic() < deadline, "no runner started on the device"
-        time.sleep(0.05)
+        time.sleep(0.02)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def _measuring(pid: int) -> bool:
@@ -135,7 +144,7 @@ def test_a_stopped_runner_is_killed_on_timeout_and_frees_the_device(nas_env, loo
 
         worker = threading.Thread(target=measure)
         worker.start()
-        pid = wait_for_runner(sshd)
+        pid = wait_for_runner(sshd, lock=Path(agent.workdir, "device.lock"))
         os.kill(pid, signal.SIGSTOP)
         worker.join(timeout=60)
         error = outcome.get("error")
@@ -208,7 +217,7 @@ def test_a_hung_runner_fails_its_trial_retryably_and_resume_redoes_it(nas_env, s
     space.write_text(study_space(min_seconds=1.5) + "max_seconds = 2\n")
     process = study_cli("study", "start", "hung", "--space", str(space), "--agent", "hang", "--trials", "1",
                         "--sampler", "random")
-    pid = wait_for_runner(sshd, process)
+    pid = wait_for_runner(sshd, process, lock=Path(sshd.home, ".nas-agent", "device.lock"))
     os.kill(pid, signal.SIGSTOP)
     output = finish(process, timeout=180)
     failed = trials_by_state("hung").get("FAIL", [])
@@ -410,3 +419,18 @@ def test_demo_again_keeps_the_previous_demo_study(nas_env):
     assert bundle.read_bytes() == b"picked earlier"
     assert "studies/demo exists and is kept" in result.output and "demo-2" in result.output
     assert Path("studies/demo-2/study.db").exists()
+
+
+def test_agent_set_changes_timeouts_and_cache_size_without_contacting_the_device(nas_env, loop_agent, sshd):
+    assert registry.get_agent(loop_agent)["command_timeout"] == 120.0
+    result = nas_env.run("agent", "set", loop_agent, "--timeout", "7", "--cache-mb", "50")
+    assert result.exit_code == 0, result.output
+    record = registry.get_agent(loop_agent)
+    assert (record["command_timeout"], record["cache_mb"], record["down_timeout"]) == (7.0, 50.0, 20.0)
+    with registry.open_agent(loop_agent) as agent:
+        assert (agent.command_timeout, agent.cache_mb) == (7.0, 50.0)
+    for args, message in ((["set", loop_agent], "nothing to set"), (["set", "local", "--timeout", "3"], "built in"),
+                          (["set", "nosuch", "--timeout", "3"], "unknown agent"),
+                          (["set", loop_agent, "--timeout", "0"], "0")):
+        result = nas_env.run("agent", *args)
+        assert result.exit_code != 0 and message in (result.output + str(result.exception)), (args, result.output)
