@@ -27,6 +27,7 @@ STABLE_FINGERPRINT_FIELDS = (
 LOCKED_MARK = b'{"event": "locked"}'  # the runner's line once it holds the device lock
 DEFAULT_COMMAND_TIMEOUT = 120.0
 DEFAULT_LOCK_TIMEOUT = 600.0
+DEFAULT_CACHE_MB = 100.0  # the device's model cache (SSH agents)
 
 ERROR_HINTS = {
     "onnxruntime_missing": "install it on the device: python3 -m pip install onnxruntime numpy",

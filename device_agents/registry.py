@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from device_agents.base import DEFAULT_COMMAND_TIMEOUT, Agent, AgentError
+from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, Agent, AgentError
 from device_agents.local import LocalAgent
 
 LOCAL = "local"
@@ -127,7 +127,7 @@ def open_agent(name: str, **options: Any) -> Agent:
     kind = record.get("kind", "ssh")
     if kind != "ssh":
         raise AgentError(f"agent {name!r} has kind {kind!r}, which this version does not know")
-    from device_agents.ssh import DEFAULT_CACHE_MB, SSHAgent, SSHTarget
+    from device_agents.ssh import SSHAgent, SSHTarget
 
     options.setdefault("down_timeout", float(record.get("down_timeout", 300.0)))
     options.setdefault("command_timeout", float(record.get("command_timeout", DEFAULT_COMMAND_TIMEOUT)))

@@ -42,6 +42,7 @@ import paramiko
 
 from device_agents import hostkeys
 from device_agents.base import (
+    DEFAULT_CACHE_MB,
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_LOCK_TIMEOUT,
     RUNNER_PATH,
@@ -58,7 +59,6 @@ from device_agents.base import (
 
 DEFAULT_WORKDIR = ".nas-agent"  # relative to the login's home directory
 DEFAULT_PYTHON = "python3"
-DEFAULT_CACHE_MB = 100.0  # the device's model cache
 STALE_PART_S = 600.0  # a partial upload nobody wrote for this long was left by a killed client
 # paramiko logs each failed connection with its traceback; our own line per retry says enough
 # (``nas -v`` configures logging and shows them).

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from device_agents import registry
-from device_agents.base import DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
+from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
 from nas.errors import UserError
 
 CALIBRATION_SETTINGS = MeasureSettings(warmup=3, min_runs=10, min_seconds=0.2, max_seconds=30.0)
@@ -28,37 +28,33 @@ def _warn(message: str) -> None:
     click.secho(message, fg="yellow", bold=True, err=True)
 
 
-# Options ``add`` and ``set`` share: (option, record field, default).
-_TUNING = (
-    (click.option("--timeout", type=click.FloatRange(min=1), default=None,
-                  help=f"Seconds a command may run on the device once it holds the device lock (for a "
-                       f"measurement: on top of its own time limit) before it is killed there "
-                       f"[default: {DEFAULT_COMMAND_TIMEOUT:g}]."),
-     "command_timeout", DEFAULT_COMMAND_TIMEOUT),
-    (click.option("--down-timeout", type=click.FloatRange(min=1), default=None,
-                  help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."),
-     "down_timeout", 300.0),
-    (click.option("--cache-mb", type=click.FloatRange(min=1), default=None,
-                  help="Size cap of the device's model cache in MiB; the least recently used go first "
-                       "[default: 100]."),
-     "cache_mb", 100.0),
-)
+# Options ``add`` and ``set`` share, named after the record fields they set: (option, default).
+_TUNING = {
+    "command_timeout": (click.option(
+        "--timeout", "command_timeout", type=click.FloatRange(min=1), default=None,
+        help=f"Seconds a command may run on the device once it holds the device lock (for a measurement: on "
+             f"top of its own time limit) before it is killed there [default: {DEFAULT_COMMAND_TIMEOUT:g}]."),
+        DEFAULT_COMMAND_TIMEOUT),
+    "down_timeout": (click.option(
+        "--down-timeout", type=click.FloatRange(min=1), default=None,
+        help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."), 300.0),
+    "cache_mb": (click.option(
+        "--cache-mb", type=click.FloatRange(min=1), default=None,
+        help=f"Size cap of the device's model cache in MiB; the least recently used go first "
+             f"[default: {DEFAULT_CACHE_MB:g}]."), DEFAULT_CACHE_MB),
+}
 
 
 def _tuning_options(function: Any) -> Any:
-    for option, _, _ in reversed(_TUNING):
+    for option, _ in reversed(_TUNING.values()):
         function = option(function)
     return function
 
 
-def _tuning(values: dict[str, Any], defaults: bool) -> dict[str, float]:
+def _tuning(values: dict[str, float | None], defaults: bool) -> dict[str, float]:
     """The record fields the tuning options set (with their defaults when ``defaults``)."""
-    fields = {}
-    for _, field, default in _TUNING:
-        value = values.get(field if field != "command_timeout" else "timeout")
-        if value is not None or defaults:
-            fields[field] = float(value if value is not None else default)
-    return fields
+    return {field: float(values[field] if values[field] is not None else default)
+            for field, (_, default) in _TUNING.items() if values[field] is not None or defaults}
 
 
 @click.group()
