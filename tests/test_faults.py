@@ -69,7 +69,7 @@ def _measuring(pid: int) -> bool:
     except OSError:
         return False
     # the runner itself, not the shell around it (whose one -c argument holds the whole command line)
-    return b"--model" in argv and any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv[:3])
+    return b"--model" in argv and any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv)
 
 
 def gone(pid: int, wait: float = 5.0) -> bool:
