@@ -261,7 +261,8 @@ class Loopback:
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.pidfile.unlink(missing_ok=True)
+        if self.pid() == pid:  # a concurrent start() may have written a new sshd's pid meanwhile
+            self.pidfile.unlink(missing_ok=True)
 
     def runner_pids(self, measuring_only: bool = True) -> list[int]:
         """Runner processes started through this sshd (``measuring_only``: not probes)."""
