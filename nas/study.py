@@ -30,13 +30,15 @@ from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
-from nas.export import ExportError, export_like, export_onnx
+from nas.export import ExportError, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
+from nas.names import check_study_name
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, study_config, study_dir
-from nas.train import train
+from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, storage_url, study_config, study_dir
+from nas.storage_url import check_storage_url
+from nas.train import TrainingDiverged, train
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 SAMPLERS = {
@@ -44,6 +46,14 @@ SAMPLERS = {
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
+
+
+SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
+
+
+def run_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler seed of one run of a study: a resumed study samples anew, and stays in 0..SEED_MAX."""
+    return (seed + trials_so_far) % (SEED_MAX + 1)
 
 
 class CandidateEvaluator:
@@ -106,8 +116,7 @@ class CandidateEvaluator:
             accuracy = 0.0
             if not violations:
                 accuracy = self._train(trial, model, clock)
-                templates = {form: untrained[form] for form in set(winner.values())}
-                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, templates))
+                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, set(winner.values())))
                 clock.lap("artifacts")
         trial.set_user_attr("timing", clock.laps)
 
@@ -179,18 +188,14 @@ class CandidateEvaluator:
                 violations.append(f"{key} {value:.4g} > {limit:g}")
         return violations
 
-    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, templates: dict[str, Path]) -> dict[str, Any]:
-        """Trained weights and the trained model in each winning form, by content hash.
-
-        The untrained exports of the same architecture are the templates: only weights change.
-        """
+    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, forms: set[str]) -> dict[str, Any]:
+        """Trained weights and the trained model in each winning form, by content hash."""
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
             weights = Path(tmp) / "model.pt"
             torch.save(model.state_dict(), weights)
             onnx = {}
-            for form, template in sorted(templates.items()):
-                module = deployed(model, spec.with_form(form))
-                onnx[form] = self.store.put(export_like(template, module, spec.in_features, Path(tmp) / f"{form}.onnx"),
+            for form in sorted(forms):
+                onnx[form] = self.store.put(self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"),
                                             ".onnx")
             return {"weights": self.store.put(weights, ".pt"), "onnx": onnx}
 
@@ -277,10 +282,18 @@ def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials
 def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: int, storage: str | None = None,
                 sampler: str = "tpe", seed: int = 0, load_if_exists: bool = False,
                 artifacts_dir: Path | None = None) -> optuna.Study:
-    """Create the study (or, with ``load_if_exists``, reuse it) and record its settings."""
+    """Create the study (or, with ``load_if_exists``, reuse it) and record its settings.
+
+    Every input is checked before the storage is opened: name, storage URL, space, sampler, seed,
+    agents, data.
+    """
+    check_study_name(name)
+    check_storage_url(storage_url(name, storage))
     space = load_space(space_path)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"seed {seed} is out of range; allowed: 0..{SEED_MAX}")
     agents = agents or [LOCAL]
     for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
         if agent != LOCAL:
@@ -308,6 +321,8 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     ``n_trials`` raises the target. Killed trials of earlier runs stay out of the count; the
     storage's heartbeat fails them and queues their parameters again once they are stale.
     """
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"timeout {timeout:g} s: allowed: more than 0 seconds")
     study = load_study(name, storage, heartbeat=True)
     config = study_config(study)
     if n_trials is not None and n_trials != config["n_trials"]:
@@ -322,7 +337,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
 
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
+    study.sampler = SAMPLERS[config["sampler"]](run_seed(config["seed"], len(study.trials)))
     _requeue_retryable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:
@@ -333,7 +348,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
         if on_trial:
             callbacks.append(on_trial)
         study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks,
-                       catch=(AgentError, ExportError),
+                       catch=(AgentError, ExportError, TrainingDiverged),
                        gc_after_trial=False)
     return study
 

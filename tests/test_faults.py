@@ -434,3 +434,11 @@ def test_agent_set_changes_timeouts_and_cache_size_without_contacting_the_device
                           (["set", loop_agent, "--timeout", "0"], "0")):
         result = nas_env.run("agent", *args)
         assert result.exit_code != 0 and message in (result.output + str(result.exception)), (args, result.output)
+
+
+def test_the_cli_knows_the_samplers_and_seed_range_without_importing_the_engine():
+    from nas.cli.study import SAMPLER_NAMES, SEED_MAX
+    from nas.study import SAMPLERS
+    from nas.study import SEED_MAX as ENGINE_SEED_MAX
+
+    assert tuple(sorted(SAMPLERS)) == SAMPLER_NAMES and SEED_MAX == ENGINE_SEED_MAX

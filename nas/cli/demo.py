@@ -9,9 +9,11 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from nas.names import STUDY_NAME
+
 
 @click.command()
-@click.option("--name", default="demo", show_default=True, help="Study name (studies/NAME).")
+@click.option("--name", type=STUDY_NAME, default="demo", show_default=True, help="Study name (studies/NAME).")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--resume", "resume_", is_flag=True, help="Continue the latest demo study instead of starting one.")
 @click.pass_context

@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from nas.names import STUDY_NAME
+
 if TYPE_CHECKING:
     import optuna
 
-SAMPLER_NAMES = ("nsga2", "random", "tpe")  # nas.study.SAMPLERS' keys (a test checks they agree)
+# nas.study's SAMPLERS keys and SEED_MAX, here so that --help need not import torch (a test checks they agree)
+SAMPLER_NAMES = ("nsga2", "random", "tpe")
+SEED_MAX = 2**32 - 1
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                              help="Stop starting new trials after this many seconds.")
 
 
 @click.group()
@@ -27,15 +33,16 @@ def study() -> None:
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--space", "space_path", required=True, help="Search-space TOML file, or a shipped space's name.")
 @click.option("--agent", "agents", multiple=True, help="Agent to measure on (repeatable) [default: local].")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Complete trials to reach.")
-@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@timeout_option
 @storage_option
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help="Sampler seed (each run of the study derives its own from it).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
 def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
           storage: str | None, sampler: str, seed: int, load_if_exists: bool) -> None:
@@ -47,10 +54,10 @@ def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, ti
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None,
               help="New target of complete trials [default: the one it was started with].")
-@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@timeout_option
 @storage_option
 def resume(name: str, n_trials: int | None, timeout: float | None, storage: str | None) -> None:
     """Continue study NAME where it stopped; completed trials and measurements are kept."""
@@ -58,7 +65,7 @@ def resume(name: str, n_trials: int | None, timeout: float | None, storage: str 
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @storage_option
 def status(name: str, storage: str | None) -> None:
     """Trial counts by state, the Pareto set's size and the best value of each objective."""
