@@ -86,7 +86,8 @@ def runner_pids(sshd_pid: int | None, measuring_only: bool = True) -> list[int]:
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"/runner-" in arg for arg in argv) and not (
+        # the runner itself: its path is one argument (a shell's -c string holds the whole command line)
+        if any(b"/runner-" in arg and arg.endswith(b".py") for arg in argv) and not (
             measuring_only and (b"--probe" in argv or b"--kill-run" in argv)
         ):
             found.append(child)
