@@ -9,32 +9,58 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
-RUNNER_SCHEMA = 2
+RUNNER_SCHEMA = 3
 
 # Fingerprint fields that identify the device and its software; frequencies and temperatures change
 # from run to run and are recorded with each result but do not invalidate cached measurements.
-STABLE_FINGERPRINT_FIELDS = ("machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu")
+# The runner's own version, the kernel release and the CPU governor change results too.
+STABLE_FINGERPRINT_FIELDS = (
+    "machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu", "runner", "release", "governor",
+)
+LOCKED_MARK = b'{"event": "locked"}'  # the runner's line once it holds the device lock
+DEFAULT_COMMAND_TIMEOUT = 120.0
+DEFAULT_LOCK_TIMEOUT = 600.0
+DEFAULT_CACHE_MB = 100.0  # the device's model cache (SSH agents)
 
 ERROR_HINTS = {
     "onnxruntime_missing": "install it on the device: python3 -m pip install onnxruntime numpy",
     "numpy_missing": "install it on the device: python3 -m pip install numpy",
     "model_load_failed": "the device's onnxruntime cannot load this model (an old onnxruntime without DFT?)",
     "model_corrupt": "the uploaded model was damaged in transit; it will be uploaded again",
+    "device_busy": "another measurement held the device that long; is a runner stuck on the device?",
 }
+RETRYABLE_KINDS = {"device_busy"}
 
 
 class AgentError(Exception):
     """A measurement could not be made; the message is one line a user can act on."""
 
+    retryable = False  # whether ``nas study resume`` redoes a candidate that failed with it
+
 
 class AgentUnreachable(AgentError):
     """The device did not answer (network, sshd down, timeout)."""
+
+    retryable = True
+
+
+class RunnerTimeout(AgentError):
+    """The runner overran its timeout and was killed on the device; another try may well work."""
+
+    retryable = True
+
+
+class RunnerOutputError(AgentError):
+    """The runner's output was cut or is not its JSON result (a killed runner, a dropped stream)."""
+
+    retryable = True
 
 
 class DeviceError(AgentError):
@@ -43,6 +69,37 @@ class DeviceError(AgentError):
     def __init__(self, message: str, kind: str = "device") -> None:
         super().__init__(message)
         self.kind = kind
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.kind in RETRYABLE_KINDS
+
+
+class RunnerDeadline:
+    """When to give up on one runner call: ``lock_timeout`` seconds to get the device lock, then
+    ``timeout`` seconds of work. Waiting behind other measurements must not eat this one's time."""
+
+    def __init__(self, timeout: float, lock_timeout: float = 0.0) -> None:
+        self.timeout = timeout
+        self.lock_timeout = lock_timeout
+        self.started = time.monotonic()
+        self.locked_at: float | None = None
+
+    def seen(self, output: bytes) -> None:
+        """Note the runner's output so far (it says when it holds the device lock)."""
+        if self.locked_at is None and LOCKED_MARK in output:
+            self.locked_at = time.monotonic()
+
+    def remaining(self) -> float:
+        if self.locked_at is None:
+            return self.started + self.lock_timeout + self.timeout - time.monotonic()
+        return self.locked_at + self.timeout - time.monotonic()
+
+    def describe(self) -> str:
+        if self.locked_at is None and self.lock_timeout:
+            return f"did not get the device lock within {self.lock_timeout:.0f} s"
+        after = " after getting the device lock" if self.lock_timeout else ""
+        return f"took longer than {self.timeout:.0f} s{after}"
 
 
 @dataclass(frozen=True)
@@ -76,11 +133,21 @@ class MeasureSettings:
 
 
 def parse_runner_output(stdout: str, agent: str) -> dict[str, Any]:
-    """The runner's JSON line as a dict, or a DeviceError with a plain message."""
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise DeviceError(f"agent {agent}: the runner printed no result (output: {stdout.strip()[-200:]!r})")
-    result = json.loads(lines[-1])
+    """The runner's JSON result as a dict; a DeviceError with a plain message when it failed, a
+    (retryable) RunnerOutputError when there is no whole result line."""
+    results = []
+    for line in stdout.splitlines():
+        try:
+            parsed = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and "event" not in parsed:
+            results.append(parsed)
+    if not results:
+        raise RunnerOutputError(
+            f"agent {agent}: the runner's output was cut or is not its JSON result (output: {stdout.strip()[-200:]!r})"
+        )
+    result = results[-1]
     if result.get("schema") != RUNNER_SCHEMA:
         raise DeviceError(f"agent {agent}: runner schema {result.get('schema')} is not {RUNNER_SCHEMA}; redeploy it")
     if not result.get("ok"):
@@ -108,6 +175,8 @@ class Agent(ABC):
     """A device that measures ONNX models. Implementations must be safe to call from one thread each."""
 
     name: str
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT  # seconds a runner may work once it holds the lock
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds it may wait for the device lock first
 
     @abstractmethod
     def probe(self) -> dict[str, Any]:
@@ -119,8 +188,9 @@ class Agent(ABC):
         ``--model PATH --sha256 HASH``) and ``args``; its parsed result."""
 
     def timeout_for(self, settings: MeasureSettings, models: int = 1) -> float:
-        """How long a runner call may take: its time limit per round trip, plus slack."""
-        return 60.0 + settings.max_seconds * models
+        """How long a runner call may work once it holds the device lock: the measurement's own time
+        limit per model, plus the agent's command timeout."""
+        return self.command_timeout + settings.max_seconds * models
 
     def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
         """Measure one model in a fresh process on the device; the runner's parsed result."""

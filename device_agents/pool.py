@@ -1,7 +1,9 @@
-"""Measure on several agents at once, one job per agent at a time.
+"""Measure on several agents at once, one job per agent at a time, one agent per machine at a time.
 
 Each agent gets its own single-thread executor, so measurements on different devices overlap and
-measurements on one device queue (the runner's device lock also serialises them across hosts)::
+measurements on one device queue (the runner's device lock also serialises them across hosts).
+Agents that share one physical CPU (this host, a loopback sshd, a board emulated here: the same
+kernel ``boot_id``) take turns, since each would distort the other's timings::
 
     with AgentPool() as pool:
         futures = [pool.submit("pi4", model, settings), pool.submit("phone", model, settings)]
@@ -33,6 +35,7 @@ class AgentPool:
         self._opener = opener
         self._agents: dict[str, Agent] = {}
         self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._machines: dict[str, threading.Lock] = {}  # by kernel boot_id
         self._lock = threading.Lock()
         self._closed = False
 
@@ -46,9 +49,17 @@ class AgentPool:
             return self._agents[name]
 
     def call(self, name: str, function: Callable[[Agent], Any]) -> Future:
-        """Run ``function(agent)`` on the agent's worker thread, after the jobs queued before it."""
+        """Run ``function(agent)`` on the agent's worker thread, after the jobs queued before it and
+        while no other agent on the same machine runs one."""
         agent = self.agent(name)
-        return self._executors[name].submit(function, agent)
+        return self._executors[name].submit(self._on_machine, agent, function)
+
+    def _on_machine(self, agent: Agent, function: Callable[[Agent], Any]) -> Any:
+        machine = agent.fingerprint().get("boot_id") or f"agent {agent.name}"
+        with self._lock:
+            lock = self._machines.setdefault(machine, threading.Lock())
+        with lock:
+            return function(agent)
 
     def submit(self, name: str, model: Path, settings: MeasureSettings) -> Future:
         return self.call(name, lambda agent: agent.measure(Path(model), settings))

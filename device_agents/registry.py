@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from device_agents.base import Agent, AgentError
+from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, Agent, AgentError
 from device_agents.local import LocalAgent
 
 LOCAL = "local"
@@ -130,7 +130,8 @@ def open_agent(name: str, **options: Any) -> Agent:
     from device_agents.ssh import SSHAgent, SSHTarget
 
     options.setdefault("down_timeout", float(record.get("down_timeout", 300.0)))
-    options.setdefault("command_timeout", float(record.get("command_timeout", 120.0)))
+    options.setdefault("command_timeout", float(record.get("command_timeout", DEFAULT_COMMAND_TIMEOUT)))
+    options.setdefault("cache_mb", float(record.get("cache_mb", DEFAULT_CACHE_MB)))
     options.setdefault("on_contact", _contact_recorder(name))
     # The fingerprint is probed afresh (Agent.fingerprint) rather than taken from the registry, so
     # an upgraded onnxruntime on the device never hits measurements cached for the old one.

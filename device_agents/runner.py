@@ -22,7 +22,12 @@ tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf tes
 * ``--profile``: onnxruntime's profiler, node times summed per layer (the node name's first part);
 * a device fingerprint with every result;
 * an exclusive ``flock`` on a file in the agent's work dir, so one measurement runs at a time per
-  device whatever the number of hosts or workers asking.
+  device whatever the number of hosts or workers asking; the runner prints an ``{"event": "locked"}``
+  line once it holds it, so the host starts its measurement timeout then, not while it waits;
+* its own process group (``--run-id`` names it), so a host that gives up kills all of it
+  (``--kill-run``) and a stopped or hung runner never takes the device lock later;
+* onnxruntime's telemetry off, and the model file's mtime set on each use (the host's model cache
+  evicts the least recently used).
 
 Exit status 0 with ``"ok": true``, or 2 with ``"ok": false`` and an ``error_kind`` the host maps to a
 plain message.
@@ -35,10 +40,12 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 
-SCHEMA = 2
+SCHEMA = 3
+LOCKED_EVENT = {"event": "locked"}
 
 
 def _read(path):
@@ -146,6 +153,8 @@ def fingerprint(threads):
         "python": platform.python_version(),
         "threads": threads,
         "qemu_cpu": os.environ.get("QEMU_CPU"),
+        "runner": runner_version(),
+        "boot_id": _read("/proc/sys/kernel/random/boot_id"),
     }
     try:
         import numpy
@@ -179,7 +188,61 @@ def _import_runtime():
     except ImportError:
         message = f"onnxruntime is not installed for {sys.executable}"
         raise RunnerError("onnxruntime_missing", message) from None
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
     return numpy, onnxruntime
+
+
+def _no_telemetry():
+    """onnxruntime's telemetry writes ~/.cache/Microsoft/... and /tmp/.ses when it is imported; nothing
+    may be written outside the work dir, so turn it off before any import (1.32 reads this variable)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def runner_version():
+    """The first 12 hex digits of this file's SHA-256: cached results are keyed by it."""
+    try:
+        return _sha256(os.path.abspath(__file__))[:12]
+    except (OSError, NameError):
+        return None
+
+
+def _touch(path):
+    """Mark a model as just used (the host evicts the least recently used models first)."""
+    with contextlib.suppress(OSError):
+        os.utime(path, None)
+
+
+def _own_process_group():
+    """Lead a process group of our own, so the host can kill everything this run started."""
+    with contextlib.suppress(OSError):  # already a session leader (the shell exec'd us): the group is ours
+        os.setsid()
+
+
+def kill_run(run_id):
+    """SIGKILL the runners started with ``--run-id RUN_ID`` (their whole group when they lead one)."""
+    killed = []
+    marker = run_id.encode()
+    for entry in glob.glob("/proc/[0-9]*"):
+        pid = int(os.path.basename(entry))
+        if pid == os.getpid():
+            continue
+        try:
+            with open(os.path.join(entry, "cmdline"), "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--run-id" not in argv or marker not in argv or b"--kill-run" in argv:
+            continue
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
+    return {"killed": killed}
 
 
 def _sha256(path):
@@ -375,6 +438,9 @@ def _check_models(args):
     if not args.model:
         raise RunnerError("usage", "--model is required")
     for index, model in enumerate(args.model):
+        if not os.path.isfile(model):
+            raise RunnerError("model_missing", "model file " + model + " is not on the device")
+        _touch(model)
         expected = args.sha256[index] if args.sha256 and index < len(args.sha256) else None
         if expected and _sha256(model) != expected:
             raise RunnerError("model_corrupt", "model file " + model + " does not match its content hash")
@@ -490,23 +556,50 @@ def probe(args):
 
 
 class _DeviceLock:
-    """``flock`` on a file in the work dir: one measurement at a time per device."""
+    """``flock`` on a file in the work dir: one measurement at a time per device.
 
-    def __init__(self, path):
+    Waits at most ``timeout`` seconds, then fails naming the holder's pid (written in the file)."""
+
+    def __init__(self, path, timeout=600.0):
         self.path = path
+        self.timeout = timeout
         self.handle = None
 
     def __enter__(self):
         if self.path:
-            import fcntl
-
-            self.handle = open(self.path, "a")
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.handle = open(self.path, "a+")
+            _wait_for_lock(self.handle, self.timeout)
+            self.handle.truncate(0)
+            self.handle.write(str(os.getpid()))
+            self.handle.flush()
+        _emit(LOCKED_EVENT)
         return self
 
     def __exit__(self, *exc):
         if self.handle:
             self.handle.close()
+
+
+def _wait_for_lock(handle, timeout):
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                message = "the device lock was held by pid %s for over %.0f s" % (holder, timeout)
+                raise RunnerError("device_busy", message) from None
+            time.sleep(0.05)
+
+
+def _emit(event):
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
 
 
 def parse_args(argv=None):
@@ -528,6 +621,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-rounds", type=int, default=3)
     parser.add_argument("--pin-cpu", type=int, default=None)
     parser.add_argument("--lock", help="file to flock so one measurement runs at a time on this device")
+    parser.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for --lock")
+    parser.add_argument("--run-id", help="a token naming this run, for --kill-run")
+    parser.add_argument("--kill-run", metavar="RUN_ID", help="kill the runs started with --run-id RUN_ID")
     return parser.parse_args(argv)
 
 
@@ -535,8 +631,14 @@ def main(argv=None):
     args = parse_args(argv)
     result = {"schema": SCHEMA, "ok": True, "pid": os.getpid()}
     status = 0
+    if args.kill_run:
+        result.update(kill_run(args.kill_run))
+        _emit(result)
+        return status
+    _own_process_group()
+    _no_telemetry()
     try:
-        with _DeviceLock(args.lock):
+        with _DeviceLock(args.lock, args.lock_timeout):
             result["started_at"] = time.time()
             if args.probe:
                 result.update(probe(args))

@@ -7,11 +7,16 @@ nothing is written outside the agent's work dir. A dropped connection is re-esta
 exponential backoff and the operation retried; a device still unreachable ``down_timeout`` seconds
 after the first failure raises ``AgentUnreachable`` with the last reason.
 
-Work dir layout on the device::
+Work dir layout on the device (always a folder inside the login's home)::
 
     WORKDIR/runner-<sha12>.py     the runner, one file per version
-    WORKDIR/models/<sha256>.onnx  uploaded models
+    WORKDIR/models/<sha256>.onnx  uploaded models: a cache of at most ``cache_mb`` MiB, the least
+                                  recently used (the runner touches a model on each use) evicted first
     WORKDIR/device.lock           the runner's flock: one measurement at a time per device
+
+A runner that overruns its timeout, or whose connection dropped, is killed on the device with its
+whole process group (``runner.py --kill-run``), so it never takes the device lock later. Partial
+uploads (``*.part-*``) left by a killed client are removed once nothing has written them for a while.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
+import logging
 import os
 import posixpath
 import secrets
@@ -36,22 +42,35 @@ import paramiko
 
 from device_agents import hostkeys
 from device_agents.base import (
+    DEFAULT_CACHE_MB,
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_LOCK_TIMEOUT,
     RUNNER_PATH,
     Agent,
     AgentError,
     AgentUnreachable,
     DeviceError,
     MeasureSettings,
+    RunnerDeadline,
+    RunnerTimeout,
     file_sha256,
     parse_runner_output,
 )
 
 DEFAULT_WORKDIR = ".nas-agent"  # relative to the login's home directory
 DEFAULT_PYTHON = "python3"
+STALE_PART_S = 600.0  # a partial upload nobody wrote for this long was left by a killed client
+# paramiko logs each failed connection with its traceback; our own line per retry says enough
+# (``nas -v`` configures logging and shows them).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class AgentAuthError(AgentError):
     """The device refused our credentials; retrying would not help."""
+
+
+class NotSSH(AgentUnreachable):
+    """The port answered but does not speak SSH: a wrong --port, not an outage; never retried."""
 
 
 class _ConnectionLost(Exception):
@@ -138,9 +157,11 @@ class SSHAgent(Agent):
         target: SSHTarget,
         trust: hostkeys.TrustPolicy | None = None,
         connect_timeout: float = 10.0,
-        command_timeout: float = 120.0,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         down_timeout: float = 300.0,
         keepalive: float = 10.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        cache_mb: float = DEFAULT_CACHE_MB,
         on_contact: Callable[[str, str | None], None] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -151,6 +172,8 @@ class SSHAgent(Agent):
         self.command_timeout = command_timeout
         self.down_timeout = down_timeout
         self.keepalive = keepalive
+        self.lock_timeout = lock_timeout
+        self.cache_mb = cache_mb
         self.on_contact = on_contact
         self.log = log or (lambda message: sys.stderr.write(message + "\n"))
         self._lock = threading.RLock()  # connection state and SFTP
@@ -162,6 +185,8 @@ class SSHAgent(Agent):
         self._runner: str | None = None
         self._uploaded: set[str] = set()
         self._fingerprint: dict[str, Any] | None = None
+        self._connected_once = False
+        self._orphans: list[str] = []  # run ids of runners whose connection dropped mid-run
 
     def __repr__(self) -> str:
         return f"SSHAgent({self.name!r}, {self.target.host!r})"
@@ -212,6 +237,12 @@ class SSHAgent(Agent):
                 f"agent {self.name}: the SSH key {', '.join(resolved.keys)} is encrypted; "
                 f"load it into ssh-agent (ssh-add) and try again ({exc})"
             ) from None
+        except socket.gaierror as exc:
+            client.close()
+            raise AgentUnreachable(
+                f"agent {self.name}: cannot resolve host name {resolved.hostname!r} ({exc.strerror or exc}); "
+                "check --host or ~/.ssh/config"
+            ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             keys = ", ".join(resolved.keys) if resolved.keys else "ssh-agent and ~/.ssh/id_* keys"
@@ -221,7 +252,13 @@ class SSHAgent(Agent):
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
+            if not self._connected_once and _not_ssh(exc):  # later, a sshd restarting can look like this
+                raise NotSSH(
+                    f"agent {self.name}: {resolved.hostname}:{resolved.port} accepted the connection but does not "
+                    f"speak SSH ({_describe(exc)}); check --port"
+                ) from None
             raise _ConnectionLost(f"cannot connect to {resolved.address}: {_describe(exc)}") from None
+        self._connected_once = True
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(max(1, int(self.keepalive)))
@@ -234,6 +271,12 @@ class SSHAgent(Agent):
             self._disconnect()
             raise _ConnectionLost(f"SFTP to {resolved.address} failed: {_describe(exc)}") from None
         self._workdir = _absolute(self.target.workdir, home)
+        if not _inside(self._workdir, home):
+            self._disconnect()
+            raise AgentError(
+                f"agent {self.name}: work dir {self._workdir} is not inside the login's home {home}; "
+                "give a --workdir relative to it"
+            )
         # "~/venv/bin/python" would reach the device quoted, so expand it here.
         python = self.target.python
         self._python = _absolute(python, home) if python.startswith("~/") else python
@@ -314,8 +357,9 @@ class SSHAgent(Agent):
 
     # --- remote commands ------------------------------------------------------------------------
 
-    def _exec(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
-        """Run one quoted command; (exit status, stdout, stderr). -1: killed by a signal."""
+    def _exec(self, argv: list[str], deadline: RunnerDeadline) -> tuple[int, str, str]:
+        """Run one quoted command; (exit status, stdout, stderr). -1: killed by a signal.
+        Past the deadline, a RunnerTimeout (the remote process is left to the caller)."""
         client = self._client
         transport = client.get_transport() if client else None
         if transport is None or not transport.is_active():
@@ -326,11 +370,11 @@ class SSHAgent(Agent):
             channel = transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(command)
             channel.shutdown_write()
-            deadline = time.monotonic() + timeout
             while True:
                 busy = False
                 while channel.recv_ready():
                     out += channel.recv(1 << 16)
+                    deadline.seen(out)
                     busy = True
                 while channel.recv_stderr_ready():
                     err += channel.recv_stderr(1 << 16)
@@ -341,11 +385,10 @@ class SSHAgent(Agent):
                     continue
                 if not transport.is_active():
                     raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
-                if time.monotonic() > deadline:
+                if deadline.remaining() <= 0:
                     channel.close()
-                    raise AgentError(
-                        f"agent {self.name}: '{argv[0]} ...' took longer than {timeout:.0f} s on the "
-                        "device; raise the agent's command timeout or check the device"
+                    raise RunnerTimeout(
+                        f"agent {self.name}: '{shlex.join(argv)[:80]}' {deadline.describe()} on the device"
                     )
                 if not busy:
                     channel.status_event.wait(0.005)
@@ -396,19 +439,44 @@ class SSHAgent(Agent):
         self._sftp_call(f"create {path}", mkdirs, path)
 
     def _put(self, local: Path, remote: str) -> None:
-        """Upload to a temporary name in the same folder, then rename: never a half-written file."""
+        """Upload to a temporary name in the same folder, then rename: never a half-written file.
+        Then tidy the work dir (the new file's mtime is the device's clock)."""
         partial = f"{remote}.part-{secrets.token_hex(4)}"
 
-        def put(sftp: paramiko.SFTPClient) -> None:
+        def put(sftp: paramiko.SFTPClient) -> float:
             try:
-                sftp.put(str(local), partial, confirm=True)
+                attrs = sftp.put(str(local), partial, confirm=True)
                 sftp.posix_rename(partial, remote)
             except Exception:
                 with contextlib.suppress(OSError, paramiko.SSHException):
                     sftp.remove(partial)
                 raise
+            return attrs.st_mtime
 
-        self._sftp_call(f"upload {local.name}", put)
+        device_now = self._sftp_call(f"upload {local.name}", put)
+        self._sftp_call("tidy the work dir", self._tidy, device_now, remote)
+
+    def _tidy(self, sftp: paramiko.SFTPClient, device_now: float, keep: str) -> None:
+        """Remove stale partial uploads; evict the least recently used models beyond the cache's cap."""
+        models = posixpath.join(self.workdir, "models")
+        cached = []
+        for folder in (self.workdir, models):
+            for entry in sftp.listdir_attr(folder):
+                path = posixpath.join(folder, entry.filename)
+                if ".part-" in entry.filename:
+                    if (entry.st_mtime or 0) < device_now - STALE_PART_S:
+                        sftp.remove(path)
+                elif folder == models and entry.filename.endswith(".onnx") and path != keep:
+                    cached.append((entry.st_mtime or 0, entry.st_size or 0, path))
+        total = sum(size for _, size, _ in cached)
+        if keep.startswith(models + "/"):
+            total += sftp.stat(keep).st_size or 0
+        for _, size, path in sorted(cached):
+            if total <= self.cache_mb * 2**20:
+                break
+            with contextlib.suppress(FileNotFoundError):  # another host evicted it first
+                sftp.remove(path)
+            total -= size
 
     def _exists(self, remote: str, size: int | None = None) -> bool:
         def stat(sftp: paramiko.SFTPClient) -> bool:
@@ -440,10 +508,25 @@ class SSHAgent(Agent):
         return remote
 
     def _runner_call(self, args: list[str], timeout: float) -> dict[str, Any]:
+        """Run the runner: ``lock_timeout`` s to get the device lock, then ``timeout`` s; killed past that."""
         runner = self._deploy_runner()
+        self._kill_orphans()
         lock = posixpath.join(self.workdir, "device.lock")
         python = self._python
-        status, out, err = self._exec([python, runner, "--lock", lock, *args], timeout)
+        run_id = secrets.token_hex(8)
+        argv = [python, runner, "--lock", lock, "--lock-timeout", str(self.lock_timeout), "--run-id", run_id, *args]
+        deadline = RunnerDeadline(timeout, self.lock_timeout)
+        try:
+            status, out, err = self._exec(argv, deadline)
+        except RunnerTimeout:
+            self._kill_run(run_id)
+            raise RunnerTimeout(
+                f"agent {self.name}: the runner {deadline.describe()} on the device and was killed "
+                f"there; if the device is just slow, raise it with 'nas agent set {self.name} --timeout SECONDS'"
+            ) from None
+        except _ConnectionLost:
+            self._orphans.append(run_id)  # it may still be running: killed after reconnecting
+            raise
         if status == 127 or (status != 0 and not out.strip() and "not found" in err):
             raise DeviceError(
                 f"agent {self.name}: no Python at '{python}' on the device ({err.strip()[-200:]}): install "
@@ -464,6 +547,45 @@ class SSHAgent(Agent):
                 "internal",
             )
         return parse_runner_output(out, self.name)
+
+    def _kill_run(self, run_id: str) -> None:
+        """SIGKILL a runner's process group on the device (best effort; retried after a reconnect)."""
+        try:
+            self._exec([self._python, self._deploy_runner(), "--kill-run", run_id],
+                       RunnerDeadline(self.command_timeout))
+        except (_ConnectionLost, AgentError) as exc:
+            self._orphans.append(run_id)
+            self.log(f"agent {self.name}: could not stop run {run_id} on the device yet: {exc}")
+
+    def _kill_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, []
+        for run_id in orphans:
+            self._kill_run(run_id)
+
+    def clean(self) -> tuple[int, int]:
+        """Remove the cached models, partial uploads and runners from the work dir: (files, bytes).
+        ``device.lock`` stays: a runner measuring now holds it, and a new file would not exclude it."""
+
+        def clean(sftp: paramiko.SFTPClient) -> tuple[int, int]:
+            files = size = 0
+            for folder in (self.workdir, posixpath.join(self.workdir, "models")):
+                try:
+                    entries = sftp.listdir_attr(folder)
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    name = entry.filename
+                    runner = name.startswith("runner-") and name.endswith(".py")
+                    if name.endswith(".onnx") or ".part-" in name or runner:
+                        with contextlib.suppress(FileNotFoundError):
+                            sftp.remove(posixpath.join(folder, name))
+                            files, size = files + 1, size + (entry.st_size or 0)
+            return files, size
+
+        result, _ = self._retrying(lambda: self._sftp_call("clean the work dir", clean))
+        self._runner = None
+        self._uploaded.clear()
+        return result
 
     # --- the Agent interface --------------------------------------------------------------------
 
@@ -489,9 +611,6 @@ class SSHAgent(Agent):
             return dataclasses.replace(settings, threads=self.target.threads)
         return settings
 
-    def timeout_for(self, settings: MeasureSettings, models: int = 1) -> float:
-        return self.command_timeout + settings.max_seconds * models
-
     def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
         digests = [file_sha256(model) for model in models]
         started = time.monotonic()
@@ -507,11 +626,13 @@ class SSHAgent(Agent):
             try:
                 return self._runner_call([*files, *args], timeout)
             except DeviceError as exc:
-                if exc.kind != "model_corrupt":
+                if exc.kind not in ("model_corrupt", "model_missing"):
                     raise
-            self.log(f"agent {self.name}: a model arrived damaged; uploading it again")
+                why = "arrived damaged" if exc.kind == "model_corrupt" else "left the device's model cache"
+            self.log(f"agent {self.name}: a model {why}; uploading it again")
             for remote in files[1::4]:
-                self._sftp_call("remove a damaged model", lambda sftp, path=remote: sftp.remove(path))
+                with contextlib.suppress(FileNotFoundError):
+                    self._sftp_call("remove a damaged model", lambda sftp, path=remote: sftp.remove(path))
             self._uploaded.difference_update(digests)
             return self._runner_call([*upload(), *args], timeout)
 
@@ -525,7 +646,7 @@ class SSHAgent(Agent):
         """Run a quoted command on the device (with reconnects); its stdout, or a DeviceError."""
 
         def operation() -> str:
-            status, out, err = self._exec(argv, timeout or self.command_timeout)
+            status, out, err = self._exec(argv, RunnerDeadline(timeout or self.command_timeout))
             if status != 0:
                 raise DeviceError(
                     f"agent {self.name}: {shlex.join(argv)} failed ({status}): {err.strip()[-300:]}"
@@ -559,6 +680,27 @@ def _absolute(workdir: str, home: str) -> str:
     if workdir.startswith("~/"):
         workdir = workdir[2:]
     return posixpath.normpath(workdir if workdir.startswith("/") else posixpath.join(home, workdir))
+
+
+def _inside(path: str, home: str) -> bool:
+    """Whether ``path`` is a folder strictly inside ``home`` (both absolute and normalised)."""
+    return path != home and path.startswith(home.rstrip("/") + "/")
+
+
+def check_workdir(workdir: str) -> str:
+    """A --workdir that stays inside the login's home: relative (or ``~/...``), without ``..``."""
+    relative = workdir[2:] if workdir.startswith("~/") else workdir
+    if not relative.strip() or relative in ("~", ".") or ".." in relative.split("/"):
+        raise AgentError(f"--workdir {workdir!r}: give a folder inside the login's home, without '..'")
+    return workdir
+
+
+def _not_ssh(exc: BaseException) -> bool:
+    """paramiko's words for a peer that answered but not with an SSH banner."""
+    if type(exc).__name__ == "IncompatiblePeer":
+        return True
+    words = ("protocol banner", "Indecipherable protocol version", "Invalid SSH banner")
+    return isinstance(exc, paramiko.SSHException) and any(word in str(exc) for word in words)
 
 
 def _describe(exc: BaseException) -> str:

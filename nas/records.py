@@ -98,7 +98,8 @@ class TrialData(_Model):
     epochs: int | None = None
     artifacts: dict[str, Any] | None = None  # {"weights": name, "onnx": {form: name}}
     fail_reason: str | None = None
-    retryable: bool = False  # failed because a device was unreachable: ``resume`` queues it again
+    retryable: bool = False  # failed for a passing reason (device unreachable, runner killed on its timeout,
+    # an interrupted run): ``resume`` queues it again
     retry_of: int | None = None
     repeat_of: int | None = None  # the earlier complete trial with the same parameters
     worker: str | None = None  # host:pid

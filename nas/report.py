@@ -151,6 +151,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "unstable": ", ".join(unstable) or None,
         "infeasible": "; ".join(data.infeasible) or None,
         "fail_reason": data.fail_reason,
+        "repeat_of": data.repeat_of,
         "epochs": data.epochs,
         "train_seconds": data.train_seconds,
         "values": list(trial.values) if trial.values is not None else None,
@@ -416,12 +417,19 @@ def _views(report: Report) -> list[_View]:
 
 
 def _points(report: Report, key: str) -> dict[str, list[dict[str, Any]]]:
-    """Rows with a value for ``key``, grouped: pareto, dominated, infeasible (trained or not)."""
+    """Rows with a value for ``key``, grouped: pareto, dominated, infeasible (trained or not).
+
+    An architecture the sampler proposed again (``repeat_of``) is one point, its row's ``trials``
+    saying how many trials it stands for."""
     groups: dict[str, list[dict[str, Any]]] = {g: [] for g in ("pareto", "dominated", "infeasible",
                                                                 "untrained")}
+    repeats = Counter(row["repeat_of"] for row in report.trials if row.get("repeat_of") is not None)
     for row in report.trials:
         if row.get(key) is None or row["status"] not in ("pareto", "dominated", "infeasible"):
             continue
+        if row.get("repeat_of") is not None:
+            continue
+        row = {**row, "trials": 1 + repeats[row["trial"]]}
         if row["status"] == "infeasible":
             groups["infeasible" if row.get("accuracy") is not None else "untrained"].append(row)
         elif row.get("accuracy") is not None:
@@ -578,7 +586,8 @@ def _label_points(fig: Any, ax: Any, rows: list[dict[str, Any]], shown: list[dic
         others = [Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
                   for number, (x, y) in points.items() if number != row["trial"]]
         for index, (offset, align) in enumerate(offsets):
-            text = ax.annotate(f"#{row['trial']} {row['code'] or ''}", (row[key], row["accuracy"]),
+            times = f" ({row['trials']} trials)" if row.get("trials", 1) > 1 else ""
+            text = ax.annotate(f"#{row['trial']} {row['code'] or ''}{times}", (row[key], row["accuracy"]),
                                textcoords="offset points", xytext=offset, ha=align, fontsize=7,
                                color="#333333", zorder=5)
             box = text.get_window_extent(renderer)
@@ -601,6 +610,8 @@ def _hover(row: dict[str, Any], report: Report) -> str:
     if row.get("infeasible"):
         lines.append("infeasible: " + row["infeasible"])
     title = f"<b>trial {row['trial']}</b> ({html.escape(row['status'])})"
+    if row.get("trials", 1) > 1:
+        title += f", {row['trials']} trials (the sampler proposed it again)"
     return "<br>".join([title, *(html.escape(line, quote=False) for line in lines)])
 
 

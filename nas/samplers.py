@@ -42,11 +42,6 @@ SAMPLERS: dict[str, Callable[[int, int], BaseSampler]] = {
         seed=seed, population_size=nsga2_population(n_trials)),
     "random": lambda seed, n_trials: optuna.samplers.RandomSampler(seed=seed),
 }
-SAMPLER_HELP = ("tpe: multivariate TPE after max(4, min(10, trials/4)) random trials; nsga2: NSGA-II with a "
-                "population of max(4, min(50, trials/4)); random. Each trial's draws are seeded by (seed, trial "
-                "number), so parallel workers differ and one worker repeats itself.")
-
-
 def make_sampler(name: str, seed: int, n_trials: int) -> BaseSampler:
     """Sampler ``name`` sized for a study of ``n_trials``, seeded per trial from ``seed``."""
     return TrialSeededSampler(lambda trial_seed: SAMPLERS[name](trial_seed, n_trials), seed)

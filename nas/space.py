@@ -131,7 +131,7 @@ class Measure(_Strict):
     min_runs: PositiveInt = _RUNNER.min_runs
     min_seconds: float = Field(_RUNNER.min_seconds, ge=0)
     min_sample_ms: float = Field(_RUNNER.min_sample_ms, ge=0, description="calls per sample so one lasts this long")
-    max_seconds: PositiveFloat = _RUNNER.max_seconds
+    max_seconds: PositiveFloat = _RUNNER.max_seconds  # the runner's own time limit; the agent's --timeout comes on top
     max_spread: PositiveFloat = _RUNNER.max_spread
     max_rounds: PositiveInt = _RUNNER.max_rounds
     pin_cpu: int | None = Field(_RUNNER.pin_cpu, ge=0)

@@ -26,7 +26,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from device_agents.base import Agent, AgentError, AgentUnreachable
+from device_agents.base import Agent, AgentError
 from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
 from nas.data import Dataset, load_dataset
@@ -43,6 +43,7 @@ from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, st
 from nas.storage_url import check_storage_url
 from nas.train import TrainingDiverged, train
 
+INTERRUPTED = "interrupted (Ctrl-C)"
 SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
 
 
@@ -63,10 +64,15 @@ class CandidateEvaluator:
         record = TrialData(worker=_WORKER, retry_of=trial.user_attrs.get(RETRY_ATTR))
         try:
             return self._evaluate(trial, record)
+        except KeyboardInterrupt:  # Optuna fails the trial and re-raises; say why, and redo it on resume
+            record.fail_reason, record.retryable = INTERRUPTED, True
+            record.save(trial)
+            raise
         except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
             record.fail_reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            # a device that was down is worth another try on resume; a model it cannot load is not
-            record.retryable = isinstance(exc, AgentUnreachable)
+            # a device that was down or a runner that hung is worth another try on resume; a model
+            # the device cannot load is not
+            record.retryable = bool(getattr(exc, "retryable", False))
             record.save(trial)
             raise
 
@@ -321,7 +327,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     study.sampler = make_sampler(config["sampler"], config["seed"], config["n_trials"])
-    _requeue_unreachable(study)
+    _requeue_retryable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:
             pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
@@ -336,8 +342,9 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     return study
 
 
-def _requeue_unreachable(study: optuna.Study) -> None:
-    """Queue again, once, the candidates whose trial failed because a device was unreachable."""
+def _requeue_retryable(study: optuna.Study) -> None:
+    """Queue again, once, the candidates whose trial failed for a passing reason (a device
+    unreachable, a runner that hung and was killed, an interrupted run)."""
     retried = {TrialData.load(trial.user_attrs).retry_of for trial in study.get_trials(deepcopy=False)}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if TrialData.load(trial.user_attrs).retryable and trial.number not in retried:

@@ -80,3 +80,114 @@ def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_pa
         assert forms and all(f.runner["fingerprint"]["machine"] == "aarch64" for f in forms.values())
         assert all(f.median_ms > 0 for f in forms.values())
         assert forms["fft"].available  # the ONNX DFT form ran on the board
+
+
+# --- faults on the board -------------------------------------------------------------------------
+
+
+def test_up_prints_a_ready_to_paste_agent_add_line(nas_env, arm64_board):
+    import shlex
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "device_agents.testbeds.arm64", "up"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "nas agent add" in line]
+    assert len(lines) == 1 and "--trust-host-key SHA256:" in lines[0]
+    command = shlex.split(lines[0].split(": ", 1)[1])
+    assert command[:3] == ["nas", "agent", "add"]
+    result = nas_env.run(*command[1:])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert registry.get_agent(command[3])["fingerprint"]["machine"] == "aarch64"
+
+
+def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(board_agent, arm64_board,
+                                                                               onnx_models):
+    import os
+    import signal
+    import threading
+
+    from device_agents.base import RunnerTimeout
+    from tests.test_faults import gone, wait_for_runner
+
+    hung = MeasureSettings(warmup=1, min_runs=5, min_seconds=4.0, max_seconds=5.0, max_spread=10.0)
+    outcome: dict = {}
+    with registry.open_agent(board_agent, command_timeout=10.0, log=lambda message: None) as agent:
+        agent.measure(onnx_models["small"], QUICK)
+
+        def measure() -> None:
+            try:
+                outcome["result"] = agent.measure(onnx_models["small"], hung)
+            except BaseException as exc:  # noqa: BLE001
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=measure)
+        worker.start()
+        pid = wait_for_runner(arm64_board, lock=arm64_board.rootfs / agent.workdir.lstrip("/") / "device.lock")
+        os.kill(pid, signal.SIGSTOP)
+        worker.join(timeout=180)
+        assert isinstance(outcome.get("error"), RunnerTimeout), outcome
+        assert gone(pid, wait=30), "the stopped runner is still on the board"
+        result = agent.measure(onnx_models["small"], QUICK)
+    assert result["ok"] and result["fingerprint"]["machine"] == "aarch64"
+
+
+def test_a_board_outage_prints_one_line_per_retry_and_no_traceback(nas_env, board_agent, arm64_board,
+                                                                    onnx_models):
+    import time
+
+    from tests.test_faults import wait_for_runner
+    from tests.test_ssh_agent import finish, study_cli
+
+    process = study_cli("agent", "check", board_agent, "--model", str(onnx_models["small"]), "--repeat", "3")
+    wait_for_runner(arm64_board)
+    arm64_board.stop()
+    try:
+        time.sleep(6)
+    finally:
+        arm64_board.start()
+    output = finish(process, timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "paramiko" not in output.lower()
+    retries = [line for line in output.splitlines() if "reconnecting in" in line]
+    assert retries and all(line.startswith(f"agent {board_agent}: ") for line in retries)
+    assert "3 measurements" in output
+
+
+def _in_work_dir(path, folder) -> bool:  # noqa: ANN001
+    """Whether ``path`` is (inside) an agent's work dir under ``folder``: one holding ``models/``."""
+    while path != folder:
+        if (path / "models").is_dir():
+            return True
+        path = path.parent
+    return False
+
+
+def _snapshot(folders: list) -> dict:
+    """(mtime, size) of every file and the folders under ``folders``, outside agents' work dirs."""
+    found = {}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if _in_work_dir(path, folder):
+                continue
+            try:
+                stat = path.lstat()
+            except OSError:
+                continue
+            found[str(path)] = None if path.is_dir() else (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
+def test_a_study_on_the_board_writes_nothing_outside_its_work_dir(nas_env, board_agent, arm64_board, tmp_path):
+    rootfs = arm64_board.rootfs
+    folders = [rootfs / "home" / "nasboard", rootfs / "tmp"]
+    before = _snapshot(folders)
+    space = tmp_path / "space.toml"
+    space.write_text(ARM64_SPACE)
+    result = nas_env.run("study", "start", "tidy", "--space", str(space), "--agent", board_agent,
+                         "--trials", "1", "--sampler", "random")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    after = _snapshot(folders)
+    changed = {path for path in set(before) | set(after) if before.get(path, "new") != after.get(path, "gone")}
+    assert not changed, sorted(changed)  # onnxruntime's telemetry wrote ~/.cache/Microsoft and /tmp/.ses

@@ -76,3 +76,19 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             queue.append(child)
     return found
+
+
+def runner_pids(sshd_pid: int | None, measuring_only: bool = True) -> list[int]:
+    """Runner processes started through the sshd ``sshd_pid`` (``measuring_only``: not probes or kills)."""
+    found = []
+    for child in descendants(sshd_pid) if sshd_pid else []:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # the runner itself: its path is one argument (a shell's -c string holds the whole command line)
+        if any(b"/runner-" in arg and arg.endswith(b".py") for arg in argv) and not (
+            measuring_only and (b"--probe" in argv or b"--kill-run" in argv)
+        ):
+            found.append(child)
+    return found

@@ -30,7 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open, sshd_config
+from device_agents.testbeds._process import (
+    alive,
+    descendants,
+    keygen_argv,
+    kill,
+    port_open,
+    runner_pids,
+    sshd_config,
+)
 
 BUILD_VERSION = "1"  # bump to rebuild cached root filesystems
 SUITE = "bookworm"
@@ -234,6 +242,34 @@ class Arm64Board:
         self._start_sshd()
         return self.info()
 
+    def stop(self) -> None:
+        """Stop the board's sshd and every process of its connections, as a crash or reboot would."""
+        pid = self._sshd_pid()
+        if pid is None or not alive(pid):
+            return
+        for victim in [pid, *descendants(pid)]:
+            kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (self.rootfs / SSHD_PID).unlink(missing_ok=True)
+
+    def start(self) -> dict:
+        """Start the board's sshd again after ``stop`` (the board must be up otherwise)."""
+        if not self.running():
+            self._start_sshd()
+        return self.info()
+
+    def runner_pids(self, measuring_only: bool = True) -> list[int]:
+        """Runner processes started through the board's sshd (``measuring_only``: not probes)."""
+        return runner_pids(self._sshd_pid(), measuring_only)
+
+    def add_command(self, name: str = "board") -> str:
+        """The ``nas agent add`` line that registers this board, ready to paste."""
+        info = self.info()
+        return (f"nas agent add {name} --host {info['host']} --user {info['user']} --key {info['key']} "
+                f"--python {info['python']} --trust-host-key {info['host_key_fingerprint']}")
+
     def down(self, quiet: bool = False) -> None:
         """Stop the sshd, unmount, delete the namespace; safe to call any time."""
         pid = self._sshd_pid()
@@ -433,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             info = board.up()
             info["up_seconds"] = round(time.monotonic() - started, 1)
             print(json.dumps(info, indent=2))
+            print(f"register it: {board.add_command()}", file=sys.stderr)
         elif args.action == "build":
             print(json.dumps({"build_seconds": round(board.build(), 1)}))
         elif args.action == "down":

@@ -27,7 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from device_agents.testbeds._process import alive, descendants, keygen_argv, kill, port_open, sshd_config
+from device_agents.testbeds._process import (
+    alive,
+    descendants,
+    keygen_argv,
+    kill,
+    port_open,
+    runner_pids,
+    sshd_config,
+)
 
 USER = "nasloop"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -253,20 +261,12 @@ class Loopback:
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.pidfile.unlink(missing_ok=True)
+        if self.pid() == pid:  # a concurrent start() may have written a new sshd's pid meanwhile
+            self.pidfile.unlink(missing_ok=True)
 
     def runner_pids(self, measuring_only: bool = True) -> list[int]:
         """Runner processes started through this sshd (``measuring_only``: not probes)."""
-        pid = self.pid()
-        found = []
-        for child in descendants(pid) if pid else []:
-            try:
-                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"/runner-" in arg for arg in argv) and not (measuring_only and b"--probe" in argv):
-                found.append(child)
-        return found
+        return runner_pids(self.pid(), measuring_only)
 
     def up(self) -> dict:
         self.setup()

@@ -1,16 +1,17 @@
 """The ``nas`` command line: nouns, then verbs (``nas study start``, ``nas agent add``...).
 
 Each noun lives in its own module; errors are one line a user can act on, with the traceback
-behind ``--verbose``.
+behind ``--verbose``. The modules import torch, onnx, Optuna and paramiko only inside the commands
+that use them, so that ``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
 import click
-import optuna
 
 from device_agents.base import AgentError
 from nas.cli.agent import agent
@@ -38,11 +39,12 @@ for command in (study, agent, report, pick, data, bench, demo):
 def main() -> None:
     """Entry point: run the CLI, turning known errors into one line and exit code 2."""
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
-    if not verbose:
-        # Optuna flags heartbeats and metric names as experimental, and logs each failed trial with its
-        # traceback; our own per-trial line says why a trial failed, in one line.
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if verbose:
+        logging.basicConfig(level=logging.WARNING)  # paramiko's tracebacks for each failed connection
+    else:
+        # Optuna flags heartbeats and metric names as experimental (matched by message, so that Optuna
+        # is not imported here); ``nas study`` also quietens its per-trial failure log.
+        warnings.filterwarnings("ignore", message=r".* is (an )?experimental")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,4 +1,4 @@
-"""``nas agent add|list|check|remove``: register boards and phones reached over SSH as measurement agents."""
+"""``nas agent add|set|list|check|clean|remove``: register boards and phones reached over SSH as measurement agents."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from device_agents import registry
-from device_agents.base import MeasureSettings, fingerprint_key
-from device_agents.hostkeys import TrustPolicy, normalize_fingerprint
+from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
 from nas.errors import UserError
 
 CALIBRATION_SETTINGS = MeasureSettings(warmup=3, min_runs=10, min_seconds=0.2, max_seconds=30.0)
@@ -27,6 +26,35 @@ def _console() -> Console:
 
 def _warn(message: str) -> None:
     click.secho(message, fg="yellow", bold=True, err=True)
+
+
+# Options ``add`` and ``set`` share, named after the record fields they set: (option, default).
+_TUNING = {
+    "command_timeout": (click.option(
+        "--timeout", "command_timeout", type=click.FloatRange(min=1), default=None,
+        help=f"Seconds a command may run on the device once it holds the device lock (for a measurement: on "
+             f"top of its own time limit) before it is killed there [default: {DEFAULT_COMMAND_TIMEOUT:g}]."),
+        DEFAULT_COMMAND_TIMEOUT),
+    "down_timeout": (click.option(
+        "--down-timeout", type=click.FloatRange(min=1), default=None,
+        help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."), 300.0),
+    "cache_mb": (click.option(
+        "--cache-mb", type=click.FloatRange(min=1), default=None,
+        help=f"Size cap of the device's model cache in MiB; the least recently used go first "
+             f"[default: {DEFAULT_CACHE_MB:g}]."), DEFAULT_CACHE_MB),
+}
+
+
+def _tuning_options(function: Any) -> Any:
+    for option, _ in reversed(_TUNING.values()):
+        function = option(function)
+    return function
+
+
+def _tuning(values: dict[str, float | None], defaults: bool) -> dict[str, float]:
+    """The record fields the tuning options set (with their defaults when ``defaults``)."""
+    return {field: float(values[field] if values[field] is not None else default)
+            for field, (_, default) in _TUNING.items() if values[field] is not None or defaults}
 
 
 @click.group()
@@ -62,7 +90,7 @@ def agent() -> None:
     "--workdir",
     default=".nas-agent",
     show_default=True,
-    help="Work dir on the device (relative to the login's home); nothing is written elsewhere.",
+    help="Work dir on the device, a folder inside the login's home (no '..'); nothing is written elsewhere.",
 )
 @click.option(
     "--trust-host-key",
@@ -73,13 +101,7 @@ def agent() -> None:
 @click.option(
     "--trust-new-host-key", is_flag=True, help="Accept whatever host key the device presents (unsafe)."
 )
-@click.option(
-    "--down-timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to keep reconnecting to this agent before a measurement fails.",
-)
+@_tuning_options
 def add(
     name: str,
     host: str,
@@ -91,11 +113,14 @@ def add(
     workdir: str,
     trust_host_key: str | None,
     trust_new_host_key: bool,
-    down_timeout: float,
+    **tuning: float | None,
 ) -> None:
     """Connect to a device, probe it, deploy the runner, calibrate, and register it as NAME."""
+    from device_agents.hostkeys import TrustPolicy, normalize_fingerprint
     from device_agents.probe_models import probe_models
-    from device_agents.ssh import SSHAgent, SSHTarget, require_runtime
+    from device_agents.ssh import SSHAgent, SSHTarget, check_workdir, require_runtime
+
+    fields = _tuning(tuning, defaults=True)
 
     registry.check_name(name)
     if name == registry.LOCAL:
@@ -112,6 +137,7 @@ def add(
         )
     if key and not Path(key).expanduser().is_file():
         raise UserError(f"--key {key}: no such file")
+    check_workdir(workdir)
     target = SSHTarget(
         host=host,
         port=port,
@@ -129,7 +155,8 @@ def add(
     console = _console()
     dft_model, calibration_model = probe_models()
     # Fail fast at registration: a wrong address should not be retried for minutes.
-    with SSHAgent(name, target, trust=trust, down_timeout=min(down_timeout, 10.0), log=_warn) as ssh:
+    with SSHAgent(name, target, trust=trust, down_timeout=min(fields["down_timeout"], 10.0), log=_warn,
+                  command_timeout=fields["command_timeout"], cache_mb=fields["cache_mb"]) as ssh:
         console.print(f"connecting to {ssh.address} ...")
         probe = ssh.probe(dft_model)
         require_runtime(ssh, probe)
@@ -144,7 +171,7 @@ def add(
         "target": target.to_dict(),
         "address": address,
         "workdir_abs": workdir_abs,
-        "down_timeout": down_timeout,
+        **fields,
         "added_at": now,
         "last_seen": now,
         "state": "ok",
@@ -165,6 +192,33 @@ def add(
         f"agent [bold]{name}[/bold] registered: calibration model median "
         f"{record['calibration']['median_ms']:.3f} ms; use it with --agent {name}"
     )
+
+
+@agent.command("set")
+@click.argument("name")
+@_tuning_options
+def set_(name: str, **tuning: float | None) -> None:
+    """Change how NAME is driven (timeouts, model cache size); the device is not contacted."""
+    fields = _tuning(tuning, defaults=False)
+    if not fields:
+        raise UserError("nothing to set: give --timeout, --down-timeout or --cache-mb")
+    if name == registry.LOCAL:
+        raise UserError(f"'{registry.LOCAL}' is built in and has no settings")
+    registry.get_agent(name)
+    registry.update_agent(name, **fields)
+    click.echo(f"agent {name}: " + ", ".join(f"{field} {value:g}" for field, value in fields.items()))
+
+
+@agent.command("clean")
+@click.argument("name")
+def clean(name: str) -> None:
+    """Remove NAME's cached models, partial uploads and runners from its work dir on the device."""
+    if name == registry.LOCAL:
+        raise UserError(f"'{registry.LOCAL}' keeps no models: it measures the files where they are")
+    with registry.open_agent(name, log=_warn) as device:
+        files, size = device.clean()
+        where = f"{device.workdir} on {device.address}"
+    click.echo(f"agent {name}: removed {files} files ({size / 2**20:.1f} MiB) from {where}")
 
 
 @agent.command("list")

@@ -1,4 +1,4 @@
-"""``nas bench accuracy|layers|measure|overhead|search|ssh``: each exits non-zero when its target is missed."""
+"""``nas bench accuracy|cli|layers|measure|overhead|search|ssh``: each exits non-zero when its target is missed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 BENCHMARKS = {
     "accuracy": "nas.bench.accuracy",
     "search": "nas.bench.search",
+    "cli": "nas.bench.cli",
     "layers": "nas.bench.layers",
     "measure": "nas.bench.measure",
     "overhead": "nas.bench.overhead",

@@ -1,22 +1,28 @@
-"""``nas study start|resume|status``."""
+"""``nas study start|resume|status``.
+
+Optuna, torch and the exporter are imported inside the commands, so that ``--help`` and usage
+errors answer at once.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import optuna
-from optuna.trial import TrialState
 from rich.console import Console
-from rich.table import Table
 
 from nas.names import STUDY_NAME
-from nas.pareto import pareto_front
-from nas.progress import StudyProgress
-from nas.records import records
-from nas.samplers import SAMPLER_HELP, SAMPLERS
-from nas.storage import load_study, study_config
-from nas.study import SEED_MAX, run_study, start_study
+
+if TYPE_CHECKING:
+    import optuna
+
+# nas.study's SAMPLERS keys and SEED_MAX, here so that --help need not import torch (a test checks they agree)
+SAMPLER_NAMES = ("nsga2", "random", "tpe")
+SEED_MAX = 2**32 - 1
+SAMPLER_HELP = ("tpe: multivariate TPE after max(4, min(10, trials/4)) random trials; nsga2: NSGA-II with a "
+                "population of max(4, min(50, trials/4)); random. Each trial's draws are seeded by (seed, trial "
+                "number), so parallel workers differ and one worker repeats itself.")
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
@@ -37,13 +43,15 @@ def study() -> None:
               help="Complete trials to reach.")
 @timeout_option
 @storage_option
-@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True, help=SAMPLER_HELP)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True, help=SAMPLER_HELP)
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
               help="Sampler seed (each trial derives its own from it and its trial number).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
 def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
           storage: str | None, sampler: str, seed: int, load_if_exists: bool) -> None:
     """Start a study NAME over a search space, measuring on the given agents."""
+    from nas.study import start_study
+
     start_study(name, space_path, list(agents), n_trials, storage, sampler, seed, load_if_exists)
     _run(name, storage, None, timeout)
 
@@ -64,10 +72,19 @@ def resume(name: str, n_trials: int | None, timeout: float | None, storage: str 
 @storage_option
 def status(name: str, storage: str | None) -> None:
     """Trial counts by state, the Pareto set's size and the best value of each objective."""
+    from nas.storage import load_study
+
     show_status(load_study(name, storage), Console())
 
 
 def _run(name: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
+    import optuna
+
+    from nas.progress import StudyProgress
+    from nas.study import run_study
+
+    if not click.get_current_context().find_root().obj.get("verbose"):
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # it logs each failed trial with a traceback
     console = Console()
     try:
         with StudyProgress(console) as progress:
@@ -77,9 +94,32 @@ def _run(name: str, storage: str | None, n_trials: int | None, timeout: float | 
         console.print(f"[yellow]interrupted[/]: completed trials are kept; continue with 'nas study resume {name}'")
         sys.exit(130)
     show_status(result, console)
+    _say_if_short(result, console)
+
+
+def _say_if_short(study: optuna.Study, console: Console) -> None:
+    """A run that ended before its target (failed trials, --timeout) says how to go on."""
+    from optuna.trial import TrialState
+
+    from nas.storage import study_config
+
+    target = study_config(study)["n_trials"]
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    if complete < target:
+        failed = sum(1 for t in trials if t.state == TrialState.FAIL)
+        console.print(f"[yellow]{complete} of {target} trials complete[/] ({failed} failed so far); "
+                      f"continue with 'nas study resume {study.study_name}'")
 
 
 def show_status(study: optuna.Study, console: Console) -> None:
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    from nas.pareto import pareto_front
+    from nas.records import records
+    from nas.storage import study_config
+
     config = study_config(study)
     trials = records(study)
     counts = {state.name.lower(): 0 for state in TrialState}
