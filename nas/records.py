@@ -14,7 +14,8 @@ Everything lives in trial user attributes (so optuna-dashboard shows it too):
 ``infeasible``    [one line per violated hard constraint]; empty when feasible
 ``trained``       whether the candidate was trained (infeasible ones are not)
 ``accuracy``, ``train_seconds``, ``epochs``
-``artifacts``     {"weights": name, "onnx": {form: name}} in the study's ArtifactStore
+``artifacts``     {"weights": id, "onnx": {form: id}}: Optuna artifact ids in the study's artifact store
+                  (``nas.artifacts``; studies made before it: file names in its ``artifacts_dir``)
 ``fail_reason``   for failed trials: one line saying why; ``retryable`` when a device was unreachable
 ``retry_of``      the failed trial whose candidate this one redoes (queued by ``resume``)
 ``repeat_of``     the earlier complete trial with the same parameters whose results this one took

@@ -16,13 +16,14 @@ import torch
 from optuna.trial import TrialState, create_trial
 
 import nas
+from nas.artifacts import StudyArtifacts, study_artifacts
 from nas.bundle import choose, write_bundle
 from nas.data import load_dataset
 from nas.errors import UserError
 from nas.export import export_onnx
 from nas.model import build_model, deployed
 from nas.spec import ArchSpec, LayerSpec
-from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage
+from nas.storage import CONFIG_ATTR, load_study, open_storage
 from nas.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -68,9 +69,10 @@ def study_root(tmp_path_factory) -> Path:
                        _objective("latency_ms", "minimize", "local"),
                        _objective("peak_mb", "minimize", "local")],
         "constraints": {"max_latency_ms": MAX_LATENCY, "max_peak_mb": None, "max_params": None},
-        "artifacts_dir": str(artifacts), "measure": {"threads": 1, "batch": 1},
+        "artifacts": str(artifacts), "measure": {"threads": 1, "batch": 1},
     })
-    store = ArtifactStore(artifacts)
+    artifacts.mkdir()
+    store = StudyArtifacts(study, str(artifacts))
     data = load_dataset("digits")
     for number, (spec, form, latency, peak, what) in PLAN.items():
         if what == "failed":
@@ -95,10 +97,10 @@ def study_root(tmp_path_factory) -> Path:
             weights = root / "w.pt"
             torch.save(model.state_dict(), weights)
             attrs.update({"accuracy": accuracy, "epochs": 1, "train_seconds": 0.1,
-                          "artifacts": {"weights": store.put(weights, ".pt"), "onnx": {}}})
+                          "artifacts": {"weights": store.upload(weights, ".pt"), "onnx": {}}})
             if what == "trained+onnx":
                 path = export_onnx(deployed(model, spec), 64, root / "m.onnx")
-                attrs["artifacts"]["onnx"] = {form: store.put(path, ".onnx")}
+                attrs["artifacts"]["onnx"] = {form: store.upload(path, ".onnx")}
         study.add_trial(create_trial(values=[accuracy, latency, peak], user_attrs=attrs,
                                      system_attrs={"constraints:latency_ms@local": latency - MAX_LATENCY}))
     return root
@@ -167,9 +169,9 @@ def test_stored_onnx_is_reused_and_round_trips(at_root, capsys, monkeypatch):
     code, stdout, stderr = nas_cli(capsys, monkeypatch, "pick", NAME, "--trial", "1", "--out", out)
     assert code == 0, stderr
     study = load_study(NAME)
-    store = ArtifactStore(Path(study.user_attrs[CONFIG_ATTR]["artifacts_dir"]))
     stored = study.trials[1].user_attrs["artifacts"]["onnx"]["-"]
-    assert (out / "model.onnx").read_bytes() == store.path(stored).read_bytes()
+    fetched = study_artifacts(study).download(stored, at_root / "stored.onnx")
+    assert (out / "model.onnx").read_bytes() == fetched.read_bytes()
     model = nas.load_model(str(out / "arch.json"), str(out / "model.pt"))
     X = torch.rand(17, 64)
     with torch.no_grad():
@@ -212,8 +214,9 @@ def test_retrain_reports_new_and_search_accuracy(at_root, capsys, monkeypatch):
     assert f"accuracy {new:.2f}% (search: {old:.2f}% after 1 epochs)" in stdout
     # The bundled weights are the retrained ones, not the search's.
     study = load_study(NAME)
-    store = ArtifactStore(Path(study.user_attrs[CONFIG_ATTR]["artifacts_dir"]))
-    searched = torch.load(store.path(study.trials[2].user_attrs["artifacts"]["weights"]), weights_only=True)
+    weights = study_artifacts(study).download(study.trials[2].user_attrs["artifacts"]["weights"],
+                                              at_root / "searched.pt")
+    searched = torch.load(weights, weights_only=True)
     bundled = torch.load(out / "model.pt", weights_only=True)
     assert any(not torch.equal(searched[k], bundled[k]) for k in searched)
     X = load_dataset("digits").X_val
