@@ -1,0 +1,173 @@
+"""Artifacts through Optuna's artifact store: folders and a real S3-compatible server, reuse by content,
+one-line errors, and studies made before the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+from device_agents.base import file_sha256
+from nas.artifacts import StudyArtifacts, normalise_url
+from nas.data import load_dataset
+from nas.errors import UserError
+from nas.export import export_onnx
+from nas.model import build_model, deployed
+from nas.spec import ArchSpec, LayerSpec
+from nas.storage import CONFIG_ATTR
+from nas.study import start_study
+from nas.train import train
+from tests.spaces import write_space
+
+NAS = str(Path(sys.executable).with_name("nas"))
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def nas(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([NAS, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(params=["folder", "s3"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "s3":
+        return request.getfixturevalue("s3_artifacts")
+    (tmp_path / "artifacts").mkdir()
+    return str(tmp_path / "artifacts")
+
+
+def stored_objects(url: str) -> list[str]:
+    """What the store holds, listed behind Optuna's back."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        listing = boto3.client("s3").list_objects_v2(Bucket=bucket)
+        keys = [item["Key"] for item in listing.get("Contents", [])]
+        assert all(key.startswith(prefix + "/") for key in keys), keys
+        return keys
+    return sorted(p.name for p in Path(url).iterdir())
+
+
+def test_same_bytes_are_stored_once_and_come_back_whole(store_url, tmp_path):
+    study = optuna.create_study()
+    store = StudyArtifacts(study, store_url)
+    one, two = tmp_path / "one.onnx", tmp_path / "two.onnx"
+    one.write_bytes(b"model one" * 1000)
+    two.write_bytes(b"model two" * 1000)
+    first = store.upload(one, ".onnx")
+    assert store.upload(one, ".onnx") == first
+    second = store.upload(two, ".onnx")
+    assert second != first
+    assert len(stored_objects(store_url)) == 2
+    assert store.download(first, tmp_path / "back.onnx").read_bytes() == one.read_bytes()
+    names = {meta.artifact_id: meta.filename for meta in optuna.artifacts.get_all_artifact_meta(study)}
+    assert names == {first: file_sha256(one) + ".onnx", second: file_sha256(two) + ".onnx"}
+
+
+def test_an_upload_that_never_finished_is_not_reused(store_url, tmp_path):
+    study = optuna.create_study()
+    store = StudyArtifacts(study, store_url)
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"weights" * 100)
+    lost = store.upload(path, ".pt")
+    store.store.remove(lost)  # its worker died after Optuna recorded the artifact, before the bytes landed
+    again = store.upload(path, ".pt")
+    assert again != lost
+    assert store.download(again, tmp_path / "back.pt").read_bytes() == path.read_bytes()
+    with pytest.raises(UserError, match=f"artifact {lost} is missing from"):
+        store.download(lost, tmp_path / "lost.pt")
+    assert not (tmp_path / "lost.pt").exists()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("s3://bucket/a/b/", "s3://bucket/a/b"),
+    ("s3://bucket", "s3://bucket"),
+    ("file:///srv/art", "/srv/art"),
+])
+def test_artifact_urls_are_normalised(url, expected):
+    assert normalise_url(url) == expected
+
+
+@pytest.mark.parametrize(("artifacts", "message"), [
+    ("gs://bucket/x", "artifacts URL 'gs://bucket/x' is not supported; allowed: a folder, file:///PATH, s3://"),
+    ("s3:///x", "names no bucket"),
+    ("space.toml", "is a file"),
+])
+def test_bad_artifacts_url_is_one_line_and_creates_nothing(tmp_path, artifacts, message):
+    space = write_space(tmp_path)
+    result = nas(tmp_path, "study", "start", "bad", "--space", space, "--artifacts", artifacts)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+def test_missing_bucket_is_one_line_and_creates_nothing(s3_artifacts, tmp_path):
+    space = write_space(tmp_path)
+    url = "s3://no-such-bucket-for-nas/x"
+    result = nas(tmp_path, "study", "start", "nobucket", "--space", space, "--artifacts", url)
+    assert result.returncode == 2, result.stderr
+    assert f"error: artifacts {url}: " in result.stderr and "Not Found" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "studies").exists()
+
+
+def test_a_worker_that_cannot_see_the_artifacts_folder_stops_before_any_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    folder = tmp_path / "only-on-host-a"
+    start_study("hosts", write_space(tmp_path), ["local"], 2, storage=storage, artifacts=str(folder))
+    assert folder.is_dir()
+    folder.rmdir()  # host B: the folder is not there
+    elsewhere = tmp_path / "b"
+    elsewhere.mkdir()
+    result = nas(elsewhere, "study", "resume", "hosts", "--storage", storage)
+    assert result.returncode == 2, result.stderr
+    assert f"artifacts folder {folder} does not exist on this host" in result.stderr
+    assert "--artifacts s3://bucket/prefix" in result.stderr
+    assert not optuna.load_study(study_name="hosts", storage=storage).trials
+    assert not folder.exists() and not (elsewhere / "studies").exists()
+
+
+def test_study_made_before_the_artifact_store_is_still_picked(tmp_path, monkeypatch):
+    """Old studies recorded ``artifacts_dir`` and files named ``<sha256><suffix>``; they read as before."""
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "old" / "artifacts"
+    folder.mkdir(parents=True)
+    storage = f"sqlite:///{tmp_path}/old/study.db"
+    spec = ArchSpec(64, (LayerSpec("lowrank", 32, 4), LayerSpec("dense", 10)))
+    model = build_model(spec, seed=0)
+    accuracy = train(model, load_dataset("digits"), epochs=1, learning_rate=0.01, seed=0).accuracy
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    export_onnx(deployed(model, spec), 64, tmp_path / "m.onnx")
+    names = {}
+    for file, suffix in ((tmp_path / "w.pt", ".pt"), (tmp_path / "m.onnx", ".onnx")):
+        names[suffix] = file_sha256(file) + suffix
+        (folder / names[suffix]).write_bytes(file.read_bytes())
+    study = optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr(CONFIG_ATTR, {
+        "space": {"name": "old", "data": {"dataset": "digits"}}, "agents": ["local"], "n_trials": 1,
+        "sampler": "random", "seed": 0, "constraints": {},
+        "objectives": [{"name": "accuracy", "direction": "maximize", "agent": None, "label": "accuracy"},
+                       {"name": "latency_ms", "direction": "minimize", "agent": "local", "label": "latency_ms@local"}],
+        "artifacts_dir": str(folder), "measure": {"threads": 1, "batch": 1},
+    })
+    measured = {"latency_ms": {"median": 0.01, "p90": 0.011}, "memory_kb": {"after_runs": {"peak_kb": 1000}}}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[accuracy, 0.01], user_attrs={
+        "spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "winner": {"local": "-"},
+        "measurements": {"local": {"-": measured}}, "latency_ms": {"local": 0.01}, "peak_mb": {"local": 1.0},
+        "infeasible": [], "trained": True, "accuracy": accuracy, "epochs": 1,
+        "artifacts": {"weights": names[".pt"], "onnx": {"-": names[".onnx"]}}}))
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = nas(elsewhere, "pick", "old", "--trial", "0", "--storage", storage, "--out", "bundle")
+    assert result.returncode == 0, result.stderr
+    assert "ONNX matches PyTorch" in result.stdout
+    assert (elsewhere / "bundle" / "model.onnx").read_bytes() == (folder / names[".onnx"]).read_bytes()
+    metrics = json.loads((elsewhere / "bundle" / "metrics.json").read_text())
+    assert metrics["accuracy"]["bundle"] == pytest.approx(accuracy)
