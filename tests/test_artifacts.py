@@ -133,12 +133,19 @@ def test_a_worker_that_cannot_see_the_artifacts_folder_stops_before_any_trial(tm
     assert not folder.exists() and not (elsewhere / "studies").exists()
 
 
-def test_study_made_before_the_artifact_store_is_still_picked(tmp_path, monkeypatch):
-    """Old studies recorded ``artifacts_dir`` and files named ``<sha256><suffix>``; they read as before."""
+def test_study_made_before_the_artifact_store_is_still_resumed_and_picked(tmp_path, monkeypatch):
+    """Old studies recorded ``artifacts_dir`` and files named ``<sha256><suffix>``: resume adds new
+    artifacts to that folder, and pick reads old and new ones."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
-    folder = tmp_path / "old" / "artifacts"
-    folder.mkdir(parents=True)
     storage = f"sqlite:///{tmp_path}/old/study.db"
+    folder = tmp_path / "old" / "artifacts"
+    study = start_study("old", write_space(tmp_path), ["local"], 2, storage=storage, sampler="random",
+                        artifacts=str(folder))
+    config = study.user_attrs[CONFIG_ATTR]
+    del config["artifacts"]
+    study.set_user_attr(CONFIG_ATTR, {**config, "artifacts_dir": str(folder)})  # as older versions wrote it
+
     spec = ArchSpec(64, (LayerSpec("lowrank", 32, 4), LayerSpec("dense", 10)))
     model = build_model(spec, seed=0)
     accuracy = train(model, load_dataset("digits"), epochs=1, learning_rate=0.01, seed=0).accuracy
@@ -148,26 +155,26 @@ def test_study_made_before_the_artifact_store_is_still_picked(tmp_path, monkeypa
     for file, suffix in ((tmp_path / "w.pt", ".pt"), (tmp_path / "m.onnx", ".onnx")):
         names[suffix] = file_sha256(file) + suffix
         (folder / names[suffix]).write_bytes(file.read_bytes())
-    study = optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
-    study.set_user_attr(CONFIG_ATTR, {
-        "space": {"name": "old", "data": {"dataset": "digits"}}, "agents": ["local"], "n_trials": 1,
-        "sampler": "random", "seed": 0, "constraints": {},
-        "objectives": [{"name": "accuracy", "direction": "maximize", "agent": None, "label": "accuracy"},
-                       {"name": "latency_ms", "direction": "minimize", "agent": "local", "label": "latency_ms@local"}],
-        "artifacts_dir": str(folder), "measure": {"threads": 1, "batch": 1},
-    })
-    measured = {"latency_ms": {"median": 0.01, "p90": 0.011}, "memory_kb": {"after_runs": {"peak_kb": 1000}}}
-    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[accuracy, 0.01], user_attrs={
+    measured = {"latency_ms": {"median": 0.01, "p90": 0.011}, "memory_kb": {"after_runs": {"peak_kb": 1000}},
+                "cache_key": "old", "cached": False}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[accuracy, 0.01, 1000.0], user_attrs={
         "spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "winner": {"local": "-"},
         "measurements": {"local": {"-": measured}}, "latency_ms": {"local": 0.01}, "peak_mb": {"local": 1.0},
         "infeasible": [], "trained": True, "accuracy": accuracy, "epochs": 1,
         "artifacts": {"weights": names[".pt"], "onnx": {"-": names[".onnx"]}}}))
 
+    result = nas(tmp_path, "study", "resume", "old", "--storage", storage)
+    assert result.returncode == 0, result.stderr
+    new = optuna.load_study(study_name="old", storage=storage).trials[1]
+    assert new.state == TrialState.COMPLETE and new.user_attrs["trained"]
+    assert (folder / new.user_attrs["artifacts"]["weights"]).is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = nas(elsewhere, "pick", "old", "--trial", "0", "--storage", storage, "--out", "bundle")
-    assert result.returncode == 0, result.stderr
-    assert "ONNX matches PyTorch" in result.stdout
-    assert (elsewhere / "bundle" / "model.onnx").read_bytes() == (folder / names[".onnx"]).read_bytes()
-    metrics = json.loads((elsewhere / "bundle" / "metrics.json").read_text())
+    for number in (0, 1):
+        out = elsewhere / f"bundle{number}"
+        result = nas(elsewhere, "pick", "old", "--trial", number, "--storage", storage, "--out", out)
+        assert result.returncode == 0, result.stderr
+        assert "ONNX matches PyTorch" in result.stdout
+    assert (elsewhere / "bundle0" / "model.onnx").read_bytes() == (folder / names[".onnx"]).read_bytes()
+    metrics = json.loads((elsewhere / "bundle0" / "metrics.json").read_text())
     assert metrics["accuracy"]["bundle"] == pytest.approx(accuracy)
