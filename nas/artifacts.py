@@ -89,11 +89,11 @@ class PrefixedStore:
 @contextmanager
 def _store_errors(url: str) -> Iterator[None]:
     """Unreachable servers, missing credentials or buckets: one line naming the URL."""
-    try:
-        import botocore.exceptions as aws
-    except ImportError:  # no S3 support installed: only folder stores
+    if not url.startswith("s3://"):  # folder stores raise nothing of their own
         yield
         return
+    import botocore.exceptions as aws
+
     try:
         yield
     except aws.NoCredentialsError as exc:
