@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.data_checks import checked_arrays
 from nas.errors import UserError
 
 SOURCES = ("digits", "npz:PATH", "mnist:DIR", "python:module:function")
@@ -56,7 +57,7 @@ class DataError(UserError):
 
 
 def load_dataset(source: str, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """Load ``source`` and split it; the same seed always gives the same split."""
+    """Load ``source``, split it and check it (``nas.data_checks``); the same seed always gives the same split."""
     try:
         return _load(source, val_fraction, seed)
     except (OSError, ValueError, KeyError, ImportError, AttributeError, TypeError) as exc:
@@ -78,25 +79,14 @@ def _load(source: str, val_fraction: float, seed: int) -> Dataset:
     module, function = rest.split(":")
     result = getattr(importlib.import_module(module), function)()
     if isinstance(result, Dataset):
-        return result
+        result = {key: getattr(result, key) for key in Dataset.__dataclass_fields__ if key != "name"}
     names = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
     return _from_arrays(source, result if isinstance(result, dict) else dict(zip(names, result, strict=False)))
 
 
-def _tensors(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    X = torch.as_tensor(np.asarray(X, dtype=np.float32)).reshape(len(X), -1)
-    return X, torch.as_tensor(np.asarray(y, dtype=np.int64))
-
-
 def _from_arrays(name: str, arrays: dict[str, Any]) -> Dataset:
-    missing = [key for key in ("X_train", "y_train", "X_val", "y_val") if key not in arrays]
-    if missing:
-        raise ValueError(f"dataset {name} lacks {', '.join(missing)}")
-    parts = {}
-    for split in ("train", "val", "test"):
-        if f"X_{split}" in arrays:
-            parts[f"X_{split}"], parts[f"y_{split}"] = _tensors(arrays[f"X_{split}"], arrays[f"y_{split}"])
-    return Dataset(name=name, **parts)
+    arrays = {key: value for key, value in arrays.items() if value is not None}
+    return Dataset(name=name, **{key: torch.from_numpy(value) for key, value in checked_arrays(arrays).items()})
 
 
 def _split(name: str, X: Any, y: Any, val_fraction: float, seed: int, **test: Any) -> Dataset:

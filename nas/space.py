@@ -1,7 +1,9 @@
 """Search spaces: a declarative TOML file per task, validated on load, sampled per trial.
 
 A wrong field is reported in one line naming the file, the field, the bad value and what is
-allowed (``SpaceError``, a ``UserError``: exit code 2, nothing else happens).
+allowed (``SpaceError``, a ``UserError``: exit code 2, nothing else happens). Types are strict:
+TOML has real booleans, integers and strings, so ``epochs = true`` or ``widths = ["64"]`` is a
+mistake to report, not a value to coerce.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import (
 from nas.data import check_source
 from nas.errors import UserError
 from nas.spec import ArchSpec, LayerSpec
+from nas.textfile import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +40,12 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 METRICS = {"accuracy": "maximize", "latency_ms": "minimize", "peak_mb": "minimize", "params": "minimize",
            "onnx_kb": "minimize"}
 AGENT_METRICS = ("latency_ms", "peak_mb")
+# A hidden layer of width w holds up to a dense w x w float32 matrix (the `dense` deployed form, the
+# dense and materialised layers), and training keeps about four of them (weights, gradients, Adam's two
+# moments): at 16384 that is 1 GiB each, 4 GiB in all, the most a layer may take on a 16 GiB machine.
+MAX_WIDTH = 16384
+MAX_FILE_BYTES = 1 << 20  # a search space is a few hundred bytes; this bounds a read of /dev/zero
+SPLIT_SOURCES = ("digits", "mnist")  # the sources split here, by data.val_fraction and data.seed
 
 
 class SpaceError(UserError):
@@ -44,13 +53,13 @@ class SpaceError(UserError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DataConfig(_Strict):
     dataset: str = "digits"
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     _check_dataset = field_validator("dataset")(check_source)
 
@@ -68,6 +77,17 @@ class Backbone(_Strict):
     hidden_layers: list[PositiveInt] = Field([1], min_length=1, description="allowed numbers of hidden layers")
     widths: list[PositiveInt] = Field([64, 128, 256], min_length=1)
 
+    @field_validator("widths")
+    @classmethod
+    def _fits_memory(cls, widths: list[int]) -> list[int]:
+        too_wide = [width for width in widths if width > MAX_WIDTH]
+        if too_wide:
+            gib = 4 * too_wide[0] ** 2 / 2**30
+            raise ValueError(f"width {too_wide[0]} is above {MAX_WIDTH}: one dense {too_wide[0]}x{too_wide[0]} "
+                             f"float32 matrix is {gib:.3g} GiB and training keeps about four; allowed: "
+                             f"1..{MAX_WIDTH}")
+        return widths
+
 
 class Training(_Strict):
     epochs: PositiveInt = 5
@@ -75,7 +95,7 @@ class Training(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     learning_rate: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 class Objective(_Strict):
@@ -113,6 +133,12 @@ class SearchSpace(_Strict):
     measure: Measure = Measure()
 
     @model_validator(mode="after")
+    def _settings_apply(self) -> SearchSpace:
+        _check_split_settings(self.data)
+        _check_objectives(self.objectives)
+        return self
+
+    @model_validator(mode="after")
     def _ranks_fit_widths(self) -> SearchSpace:
         smallest = min(self.backbone.widths)
         for where, choices in self._hidden_choices():
@@ -140,6 +166,9 @@ class SearchSpace(_Strict):
         for objective in self.objectives:
             agent = (objective.agent or agents[0]) if objective.metric in AGENT_METRICS else None
             label = f"{objective.metric}@{agent}" if agent else objective.metric
+            if any(o["label"] == label for o in out):
+                raise SpaceError(f"objectives: {label} is listed twice (an objective without agent is on the "
+                                 f"study's first agent, {agents[0]})")
             out.append({"name": objective.metric, "direction": METRICS[objective.metric], "agent": agent,
                         "label": label})
         return out
@@ -170,25 +199,60 @@ def _sample_layer(trial: optuna.Trial, prefix: str, choices: LayerChoices, width
     return LayerSpec(kind, width)
 
 
+def _check_split_settings(data: DataConfig) -> None:
+    """``val_fraction`` and ``seed`` split digits and MNIST; npz and python data bring their own X_val."""
+    kind = data.dataset.partition(":")[0]
+    if kind in SPLIT_SOURCES:
+        return
+    for field in ("val_fraction", "seed"):
+        if getattr(data, field) != DataConfig.model_fields[field].default:
+            raise ValueError(f"data.{field}: {kind}: datasets bring their own validation split (X_val), so "
+                             f"{field} would be ignored; it applies only to {', '.join(SPLIT_SOURCES)} (remove it)")
+
+
+def _check_objectives(objectives: list[Objective]) -> None:
+    """Each objective once; ``agent`` only on the metrics an agent measures."""
+    seen = set()
+    for index, objective in enumerate(objectives):
+        if objective.agent is not None and objective.metric not in AGENT_METRICS:
+            raise ValueError(f"objectives.{index}.agent: {objective.metric} is not measured on an agent; "
+                             f"agent applies only to {', '.join(AGENT_METRICS)}")
+        key = (objective.metric, objective.agent)
+        if key in seen:
+            where = f" on agent {objective.agent}" if objective.agent else ""
+            raise ValueError(f"objectives.{index}: {objective.metric}{where} is listed twice")
+        seen.add(key)
+
+
 def resolve_space_path(path: str | Path) -> Path:
-    """A path as given, or the name of a shipped space (``digits`` -> search_spaces/digits.toml)."""
+    """An existing file, or a shipped space's bare name (``digits`` -> search_spaces/digits.toml).
+
+    Only a bare name (no folder, no ``.toml``) means a shipped space: a mistyped path is an error, never
+    silently the shipped space of the same base name.
+    """
     given = Path(path)
-    if given.exists():
+    if str(path) and given.exists():
         return given
-    builtin = BUILTIN_DIR / (given.name if given.suffix == ".toml" else f"{given.name}.toml")
-    if builtin.exists():
-        return builtin
-    shipped = ", ".join(sorted(p.stem for p in BUILTIN_DIR.glob("*.toml")))
-    raise SpaceError(f"{path}: no such search-space file (shipped spaces: {shipped})")
+    shipped = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+    if str(path) in shipped:
+        return BUILTIN_DIR / f"{path}.toml"
+    raise SpaceError(f"{path}: no such search-space file (shipped spaces, by bare name: {', '.join(shipped)})")
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Parse and validate a search-space file; one-line SpaceError on any problem."""
     path = resolve_space_path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = read_text(path, MAX_FILE_BYTES)
+    except ValueError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"{path}: not valid TOML: {exc}") from None
+    if not data:
+        raise SpaceError(f"{path}: no settings (an empty or comment-only file); start from a shipped space, "
+                         f"e.g. {BUILTIN_DIR / 'digits.toml'}")
     data.setdefault("name", path.stem)
     return space_from_dict(data, str(path))
 

@@ -8,19 +8,22 @@ report and pick find it from any storage.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from nas.errors import UserError
+from nas.names import check_study_name
+from nas.storage_url import check_storage_url, engine_kwargs, shown, sqlite_path, storage_errors
 
 STUDIES_DIR = Path("studies")
 CONFIG_ATTR = "nas.config"
 
 
 def study_dir(name: str) -> Path:
-    return STUDIES_DIR / name
+    return STUDIES_DIR / check_study_name(name)
 
 
 def default_storage(name: str) -> str:
@@ -33,25 +36,49 @@ def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> opt
     Heartbeats let a later ``resume`` (or another worker) fail and re-queue the trial of a worker
     that was killed, instead of leaving it RUNNING forever.
     """
-    url = storage or default_storage(name)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    url = storage_url(name, storage)
+    parsed = check_storage_url(url)
     options: dict[str, Any] = {"heartbeat_interval": 5, "grace_period": 20} if heartbeat else {}
     if heartbeat:
         options["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-    return optuna.storages.RDBStorage(url, **options)
+    database = sqlite_path(parsed)
+    created = None if database is None else _missing_folder(database.parent)
+    try:
+        if created is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        with storage_errors(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(parsed), **options)
+    except BaseException:
+        if created is not None:  # a storage that failed to open leaves nothing behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def storage_url(name: str, storage: str | None) -> str:
+    """The URL given, or the study's default SQLite file; an empty URL is not the default."""
+    return default_storage(name) if storage is None else storage
+
+
+def _missing_folder(folder: Path) -> Path | None:
+    """The outermost folder of ``folder`` that does not exist yet (None if it exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
 
 
 def load_study(name: str, storage: str | None = None, heartbeat: bool = False) -> optuna.Study:
     """An existing study, or a one-line error naming the storage that was searched."""
-    url = storage or default_storage(name)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise UserError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (start it with "
+    check_study_name(name)
+    url = storage_url(name, storage)
+    database = sqlite_path(check_storage_url(url))
+    if database is not None and not database.exists():
+        raise UserError(f"no study {name!r}: {database} does not exist (start it with "
                         f"'nas study start {name} --space FILE')")
     try:
         return optuna.load_study(study_name=name, storage=open_storage(name, storage, heartbeat))
     except KeyError as exc:
-        raise UserError(f"no study {name!r} in {url}") from exc
+        raise UserError(f"no study {name!r} in {shown(url)}") from exc
 
 
 def study_config(study: optuna.Study) -> dict[str, Any]:

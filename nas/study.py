@@ -34,16 +34,26 @@ from nas.errors import UserError
 from nas.export import ExportError, export_like, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
+from nas.names import check_study_name
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, load_study, open_storage, study_config, study_dir
-from nas.train import train
+from nas.storage import CONFIG_ATTR, load_study, open_storage, storage_url, study_config, study_dir
+from nas.storage_url import check_storage_url
+from nas.train import TrainingDiverged, train
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
+
+
+SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
+
+
+def run_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler seed of one run of a study: a resumed study samples anew, and stays in 0..SEED_MAX."""
+    return (seed + trials_so_far) % (SEED_MAX + 1)
 
 
 class CandidateEvaluator:
@@ -256,12 +266,17 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
                 artifacts: str | None = None) -> optuna.Study:
     """Create the study (or, with ``load_if_exists``, reuse it) and record its settings.
 
-    ``artifacts``: a folder or ``s3://bucket/prefix`` for ONNX files and weights (default:
-    ``studies/NAME/artifacts``), checked before the study is created.
+    Every input is checked before the storage is opened: name, storage URL, space, sampler, seed,
+    agents, data, artifacts (a folder or ``s3://bucket/prefix`` for ONNX files and weights;
+    default ``studies/NAME/artifacts``).
     """
+    check_study_name(name)
+    check_storage_url(storage_url(name, storage))
     space = load_space(space_path)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if not 0 <= seed <= SEED_MAX:
+        raise UserError(f"seed {seed} is out of range; allowed: 0..{SEED_MAX}")
     agents = agents or [LOCAL]
     for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
         if agent != LOCAL:
@@ -291,6 +306,8 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     ``n_trials`` raises the target. Killed trials of earlier runs stay out of the count; the
     storage's heartbeat fails them and queues their parameters again once they are stale.
     """
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"timeout {timeout:g} s: allowed: more than 0 seconds")
     study = load_study(name, storage, heartbeat=True)
     config = study_config(study)
     if n_trials is not None and n_trials != config["n_trials"]:
@@ -305,7 +322,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
 
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    study.sampler = SAMPLERS[config["sampler"]](config["seed"] + len(study.trials))
+    study.sampler = SAMPLERS[config["sampler"]](run_seed(config["seed"], len(study.trials)))
     store = study_artifacts(study)  # a worker that cannot reach the artifacts stops before any trial
     _requeue_unreachable(study)
     with AgentPool() as pool:
@@ -316,7 +333,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
         if on_trial:
             callbacks.append(on_trial)
         study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks,
-                       catch=(AgentError, ExportError),
+                       catch=(AgentError, ExportError, TrainingDiverged),
                        gc_after_trial=False)
     return study
 

@@ -13,6 +13,14 @@ from nas.data import Dataset
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite: the trial fails with this reason.
+
+    Left alone, a diverged model predicts one class everywhere and is recorded as a complete trial
+    with that class's share as its accuracy, possibly on the Pareto set.
+    """
+
+
 @dataclass
 class TrainResult:
     accuracy: float
@@ -46,14 +54,28 @@ def train(model: nn.Module, data: Dataset, epochs: int, batch_size: int = 64, op
     loss_fn = nn.CrossEntropyLoss()
     X, y = data.X_train.to(device), data.y_train.to(device)
     started = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         model.train()
+        total = torch.zeros((), device=device)
         for batch in torch.randperm(len(y), generator=generator).split(batch_size):
             batch = batch.to(device)
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(X[batch]), y[batch]).backward()
+            loss = loss_fn(model(X[batch]), y[batch])
+            loss.backward()
             opt.step()
+            total += loss.detach()
+        _check_finite(model, total, epoch)  # once per epoch: no per-batch device sync
     seconds = time.perf_counter() - started
     result = TrainResult(accuracy=accuracy(model, data.X_val, data.y_val), seconds=seconds, epochs=epochs)
     model.cpu()
     return result
+
+
+def _check_finite(model: nn.Module, loss_sum: torch.Tensor, epoch: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise TrainingDiverged(f"training diverged: loss became {float(loss_sum)} in epoch {epoch} "
+                               "(lower [training] learning_rate?)")
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDiverged(f"training diverged: weights {name} became non-finite in epoch {epoch} "
+                                   "(lower [training] learning_rate?)")

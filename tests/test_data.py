@@ -19,21 +19,21 @@ def test_digits_split_is_deterministic_and_disjoint():
 
 def test_npz_source(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"X_train": rng.random((20, 3, 2)), "y_train": rng.integers(0, 4, 20),
-              "X_val": rng.random((5, 3, 2)), "y_val": np.arange(5) % 4}
+    arrays = {"X_train": rng.random((20, 3, 2)), "y_train": np.arange(20) % 4,
+              "X_val": rng.random((10, 3, 2)), "y_val": np.arange(10) % 4}
     np.savez(tmp_path / "d.npz", **arrays)
     data = load_dataset(f"npz:{tmp_path / 'd.npz'}")
     assert data.X_train.shape == (20, 6) and data.X_train.dtype == torch.float32
-    assert data.y_val.tolist() == [0, 1, 2, 3, 0] and data.num_classes == 4
+    assert data.y_val.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1] and data.num_classes == 4
 
 
 def make_data():
-    return {"X_train": np.ones((4, 2)), "y_train": [0, 1, 0, 1], "X_val": np.zeros((2, 2)), "y_val": [1, 0]}
+    return {"X_train": np.ones((4, 2)), "y_train": [0, 1, 0, 1], "X_val": np.zeros((10, 2)), "y_val": [1, 0] * 5}
 
 
 def test_python_source():
     data = load_dataset(f"python:{__name__}:make_data")
-    assert data.in_features == 2 and data.y_val.tolist() == [1, 0]
+    assert data.in_features == 2 and data.y_val.tolist() == [1, 0] * 5
 
 
 def write_idx(path, array):
@@ -44,12 +44,12 @@ def write_idx(path, array):
 
 def test_mnist_idx_folder(tmp_path):
     rng = np.random.default_rng(0)
-    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 4, 4)))
-    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(30) % 10)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (60, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(60) % 10)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (7, 4, 4)))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(7) % 10)
     data = load_dataset(f"mnist:{tmp_path}", val_fraction=0.2)
-    assert data.in_features == 16 and len(data.y_val) == 6 and len(data.y_test) == 7
+    assert data.in_features == 16 and len(data.y_val) == 12 and len(data.y_test) == 7
     assert float(data.X_train.min()) >= 0.0 and float(data.X_train.max()) <= 1.0
 
 

@@ -7,11 +7,12 @@ import shutil
 import click
 from rich.console import Console
 
+from nas.names import STUDY_NAME
 from nas.storage import study_dir
 
 
 @click.command()
-@click.option("--name", default="demo", show_default=True, help="Study name (studies/NAME).")
+@click.option("--name", type=STUDY_NAME, default="demo", show_default=True, help="Study name (studies/NAME).")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--fresh/--resume", default=True, show_default=True, help="Delete an earlier demo study first.")
 @click.pass_context

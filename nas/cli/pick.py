@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from nas.names import STUDY_NAME
+
 
 @click.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--trial", type=int, metavar="N", help="Bundle this trial.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="X",
               help="Pick the most accurate trial whose median latency on the agent is at most X ms.")

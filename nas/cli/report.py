@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from nas.names import STUDY_NAME
+
 
 @click.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///studies/NAME/study.db).")
 @click.option("--agent", metavar="A",
               help="Agent whose latency and memory the plots show (default: the study's first).")

@@ -10,14 +10,17 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
+from nas.names import STUDY_NAME
 from nas.pareto import pareto_front
 from nas.progress import StudyProgress
 from nas.records import records
 from nas.storage import load_study, study_config
-from nas.study import SAMPLERS, run_study, start_study
+from nas.study import SAMPLERS, SEED_MAX, run_study, start_study
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                              help="Stop starting new trials after this many seconds.")
 
 
 @click.group()
@@ -26,15 +29,16 @@ def study() -> None:
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--space", "space_path", required=True, help="Search-space TOML file, or a shipped space's name.")
 @click.option("--agent", "agents", multiple=True, help="Agent to measure on (repeatable) [default: local].")
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Complete trials to reach.")
-@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@timeout_option
 @storage_option
 @click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help="Sampler seed (each run of the study derives its own from it).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
 @click.option("--artifacts", metavar="URL", default=None,
               help="Where ONNX files and weights go: a folder or s3://bucket/prefix (AWS environment "
@@ -48,10 +52,10 @@ def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, ti
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), default=None,
               help="New target of complete trials [default: the one it was started with].")
-@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@timeout_option
 @storage_option
 def resume(name: str, n_trials: int | None, timeout: float | None, storage: str | None) -> None:
     """Continue study NAME where it stopped; completed trials and measurements are kept."""
@@ -59,7 +63,7 @@ def resume(name: str, n_trials: int | None, timeout: float | None, storage: str 
 
 
 @study.command()
-@click.argument("name")
+@click.argument("name", type=STUDY_NAME)
 @storage_option
 def status(name: str, storage: str | None) -> None:
     """Trial counts by state, the Pareto set's size and the best value of each objective."""

@@ -1,0 +1,40 @@
+"""Study names: one pattern, checked by every command before anything is opened or created.
+
+A study's name becomes a folder (``studies/NAME/``) and part of its default SQLite URL, so it
+follows the agent names' rule: letters, digits, ``.``, ``_``, ``-``, at most 64 characters and
+starting with a letter or digit. That keeps ``..``, ``/``, absolute paths, ``?`` and ``%`` (which
+would escape ``studies/`` or be read as part of the URL) out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from device_agents.registry import NAME_PATTERN
+from nas.errors import UserError
+
+RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
+
+
+def check_study_name(name: str) -> str:
+    """The name if it follows the pattern, else a one-line UserError."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise UserError(f"invalid study name {name!r}: use {RULE}")
+    return name
+
+
+class StudyName(click.ParamType):
+    """The NAME argument of every study command, checked by click before the command runs."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_study_name(value)
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+STUDY_NAME = StudyName()
