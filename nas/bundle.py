@@ -31,6 +31,7 @@ from torch import nn
 from device_agents.base import file_sha256
 from nas.artifacts import study_artifacts
 from nas.errors import UserError
+from nas.layers import FORMS
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord
@@ -278,7 +279,7 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
     config = study_config(study)
     record = choice.record
     form = form or choice.form
-    spec = record.spec.with_form(form) if form in ("fft", "dense") else record.spec
+    spec = record.spec.with_form(form) if form in FORMS else record.spec
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     if data.in_features != spec.in_features:
@@ -389,6 +390,8 @@ def bundle_readme(metrics: dict[str, Any]) -> str:
                      f"thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
     form_note = {
         "fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",
+        "fftmm": "the FFT form of the Toeplitz-like layers written as small matrix products (`MatMul`, `Mul`, "
+                 "`Add`/`Sub`, `Reshape`: any ONNX runtime)",
         "dense": "the Toeplitz-like layers materialised as dense matrices (plain `Gemm`)",
     }
     if metrics["form"] in form_note:

@@ -42,7 +42,7 @@ def spec_seed(spec: ArchSpec) -> int:
 
 
 def deployed(model: nn.Module, spec: ArchSpec) -> nn.Module:
-    """The model in the spec's deployed form ("fft" keeps generators, "dense" materialises)."""
+    """The model in the spec's deployed form ("fft"/"fftmm" keep the generators' spectra, "dense" materialises)."""
     form = spec.form
     if form == "mixed":
         raise ValueError("per-layer deployed forms are not supported yet; use ArchSpec.with_form")

@@ -732,7 +732,7 @@ the members no other member beats in that view); grey: dominated; light grey: in
 <h2>Pareto set ({len(report.pareto)} trials, most accurate first)</h2>
 {_table_html(report.pareto, table_columns(report), "pareto")}
 <p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
-D dense. Form: the deployed form of the Toeplitz-like layers that measured fastest (fft or dense).
+D dense. Form: the deployed form of the Toeplitz-like layers that measured fastest (fft, fftmm or dense).
 Latency: median and p90 of the timed runs; memory: peak resident set (VmHWM) of the measuring process.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>

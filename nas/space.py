@@ -26,7 +26,7 @@ from pydantic import (
 
 from nas.data import check_source
 from nas.errors import UserError
-from nas.spec import ArchSpec, LayerSpec
+from nas.spec import FORMS, ArchSpec, LayerSpec
 from nas.textfile import read_text
 
 if sys.version_info >= (3, 11):
@@ -70,7 +70,7 @@ class LayerChoices(_Strict):
     kinds: list[Literal["dense", "lowrank", "toeplitz"]] = Field(["dense", "lowrank", "toeplitz"], min_length=1)
     lowrank_ranks: list[PositiveInt] = Field([4, 8, 16], min_length=1)
     displacement_ranks: list[PositiveInt] = Field([1, 2, 4], min_length=1)
-    forms: list[Literal["fft", "dense"]] = Field(["fft", "dense"], min_length=1)
+    forms: list[Literal["fft", "fftmm", "dense"]] = Field(["fft", "fftmm", "dense"], min_length=1)
 
 
 class Backbone(_Strict):
@@ -176,7 +176,7 @@ class SearchSpace(_Strict):
     def forms(self) -> list[str]:
         """Deployed forms to measure for Toeplitz-like layers (all layers in one form at a time)."""
         allowed = [c.forms for _, c in self._hidden_choices()] + [self.output.forms]
-        return [form for form in ("fft", "dense") if any(form in forms for forms in allowed)]
+        return [form for form in FORMS if any(form in forms for forms in allowed)]
 
     def sample(self, trial: optuna.Trial, in_features: int, num_classes: int) -> ArchSpec:
         """An architecture for this trial; parameter names are stable so studies can be resumed."""

@@ -12,11 +12,12 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-Kind = Literal["dense", "lowrank", "toeplitz"]
-Form = Literal["fft", "dense"]
+from nas.layers.forms import FORMS, KINDS
 
-KINDS: tuple[str, ...] = ("dense", "lowrank", "toeplitz")
-FORMS: tuple[str, ...] = ("fft", "dense")
+Kind = Literal["dense", "lowrank", "toeplitz"]
+Form = Literal["fft", "fftmm", "dense"]
+
+__all__ = ["FORMS", "KINDS", "ArchSpec", "LayerSpec"]
 SCHEMA_VERSION = 1
 _LETTER = {"dense": "D", "lowrank": "L", "toeplitz": "T"}
 
@@ -26,8 +27,9 @@ class LayerSpec:
     """One linear layer: its kind, output width, rank and deployed form.
 
     ``rank`` is the low-rank k or the Toeplitz-like displacement rank r (None for dense).
-    ``form`` only matters for Toeplitz-like layers: "fft" keeps the generators, "dense"
-    materialises the matrix; which is faster is a property of the device.
+    ``form`` only matters for Toeplitz-like layers: "fft" and "fftmm" keep the generators' spectra
+    (ONNX ``DFT`` nodes, or transforms as small matrix products), "dense" materialises the matrix;
+    which is fastest is a property of the device.
     """
 
     kind: Kind

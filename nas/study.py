@@ -31,7 +31,7 @@ from device_agents.registry import LOCAL, get_agent
 from nas.artifacts import CONFIG_KEY, StudyArtifacts, check_store, normalise_url, open_store, study_artifacts
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
-from nas.export import ExportError, export_like, export_onnx
+from nas.export import ExportError, export_onnx
 from nas.measure import MeasurementCache, summarise
 from nas.model import build_model, deployed, spec_seed
 from nas.names import check_study_name
@@ -109,8 +109,7 @@ class CandidateEvaluator:
             accuracy = 0.0
             if not violations:
                 accuracy = self._train(trial, model, clock)
-                templates = {form: untrained[form] for form in set(winner.values())}
-                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, templates))
+                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, set(winner.values())))
                 clock.lap("artifacts")
         trial.set_user_attr("timing", clock.laps)
 
@@ -182,19 +181,15 @@ class CandidateEvaluator:
                 violations.append(f"{key} {value:.4g} > {limit:g}")
         return violations
 
-    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, templates: dict[str, Path]) -> dict[str, Any]:
-        """Trained weights and the trained model in each winning form, by content hash.
-
-        The untrained exports of the same architecture are the templates: only weights change.
-        """
+    def _save_artifacts(self, model: torch.nn.Module, spec: ArchSpec, forms: set[str]) -> dict[str, Any]:
+        """Trained weights and the trained model in each winning form, by content hash."""
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
             weights = Path(tmp) / "model.pt"
             torch.save(model.state_dict(), weights)
             onnx = {}
-            for form, template in sorted(templates.items()):
-                module = deployed(model, spec.with_form(form))
+            for form in sorted(forms):
                 onnx[form] = self.store.upload(
-                    export_like(template, module, spec.in_features, Path(tmp) / f"{form}.onnx"), ".onnx")
+                    self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"), ".onnx")
             return {"weights": self.store.upload(weights, ".pt"), "onnx": onnx}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from nas.layers import Dense, LowRank, ToeplitzLike, deploy, make_layer, toeplitz
-from nas.layers.toeplitz import ToeplitzFFT
+from nas.layers import Dense, LowRank, ToeplitzFFT, ToeplitzLike, ToeplitzMM, deploy, fftmm, make_layer
 
 SIZES = (64, 100, 257, 512)
 RANKS = (1, 2, 4)
@@ -53,7 +53,7 @@ def _seed() -> None:
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("r", RANKS)
 def test_displacement_rank(n: int, r: int) -> None:
-    layer = ToeplitzLike(n, n, r, dtype=torch.float64)
+    layer = ToeplitzLike(n, n, displacement_rank=r, dtype=torch.float64)
     w = layer.to_dense().detach()
     residual = shift(n, 1.0) @ w - w @ shift(n, -1.0)
     s = torch.linalg.svdvals(residual)
@@ -63,23 +63,15 @@ def test_displacement_rank(n: int, r: int) -> None:
 
 @pytest.mark.parametrize(("n", "r"), [(64, 2), (100, 1), (257, 4)])
 def test_to_dense_matches_explicit_circulant_products(n: int, r: int) -> None:
-    layer = ToeplitzLike(n, n, r, dtype=torch.float64)
+    layer = ToeplitzLike(n, n, displacement_rank=r, dtype=torch.float64)
     assert relative_error(layer.to_dense(), explicit_weight(layer)) < 1e-12
-
-
-def test_to_dense_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    layer = ToeplitzLike(30, 70, 2, dtype=torch.float64)
-    whole = layer.to_dense()
-    monkeypatch.setattr(toeplitz, "_TO_DENSE_NUMBERS", 1000)  # 8 columns at a time
-    assert relative_error(layer.to_dense(), whole) < 1e-14
-    assert relative_error(whole, explicit_weight(layer)) < 1e-12
 
 
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("r", RANKS)
 def test_forward_matches_dense_weight(n: int, r: int) -> None:
-    layer64 = ToeplitzLike(n, n, r, dtype=torch.float64)
-    layer32 = ToeplitzLike(n, n, r)
+    layer64 = ToeplitzLike(n, n, displacement_rank=r, dtype=torch.float64)
+    layer32 = ToeplitzLike(n, n, displacement_rank=r)
     layer32.load_state_dict({k: v.float() for k, v in layer64.state_dict().items()})
     x = torch.randn(8, n, dtype=torch.float64)
     reference = x @ layer64.to_dense().T + layer64.bias
@@ -92,7 +84,7 @@ def test_forward_matches_dense_weight(n: int, r: int) -> None:
 @pytest.mark.parametrize("r", RANKS)
 @pytest.mark.parametrize(("n", "m"), [(8, 8), (4, 9), (9, 4)])
 def test_gradcheck(n: int, m: int, r: int) -> None:
-    layer = ToeplitzLike(n, m, r, dtype=torch.float64)
+    layer = ToeplitzLike(n, m, displacement_rank=r, dtype=torch.float64)
     x = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
     params = {name: p.detach().clone().requires_grad_() for name, p in layer.named_parameters()}
 
@@ -105,7 +97,7 @@ def test_gradcheck(n: int, m: int, r: int) -> None:
 def test_circulant_is_rank_one() -> None:
     n = 37
     c = torch.randn(n, dtype=torch.float64)
-    layer = ToeplitzLike(n, n, 1, bias=False, dtype=torch.float64)
+    layer = ToeplitzLike(n, n, displacement_rank=1, bias=False, dtype=torch.float64)
     with torch.no_grad():
         layer.g.zero_()[0, 0] = c
         layer.h.zero_()[0, 0, 0] = 1.0  # Z_{-1}(e_1) = I
@@ -126,7 +118,7 @@ def test_toeplitz_is_rank_two(n: int) -> None:
     c = (below + above) / 2
     s = (below - above) / 2
     c[0] = s[0] = t[n - 1] / 2
-    layer = ToeplitzLike(n, n, 2, bias=False, dtype=torch.float64)
+    layer = ToeplitzLike(n, n, displacement_rank=2, bias=False, dtype=torch.float64)
     e1 = torch.zeros(n, dtype=torch.float64)
     e1[0] = 1.0
     with torch.no_grad():
@@ -137,7 +129,7 @@ def test_toeplitz_is_rank_two(n: int) -> None:
 
 @pytest.mark.parametrize(("n", "m"), [(64, 300), (300, 64)])
 def test_rectangular(n: int, m: int) -> None:
-    layer = ToeplitzLike(n, m, 2, dtype=torch.float64)
+    layer = ToeplitzLike(n, m, displacement_rank=2, dtype=torch.float64)
     assert layer.blocks == math.ceil(m / n)
     w = layer.to_dense()
     assert w.shape == (m, n)
@@ -155,16 +147,20 @@ def test_parameter_counts(n: int, m: int, r: int) -> None:
     def count(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
 
-    assert count(ToeplitzLike(n, m, r)) == math.ceil(m / n) * 2 * r * n + m
-    assert count(ToeplitzLike(n, m, r, bias=False)) == math.ceil(m / n) * 2 * r * n
-    assert count(LowRank(n, m, 16)) == 16 * (m + n) + m
-    assert count(LowRank(n, m, 16, bias=False)) == 16 * (m + n)
+    assert count(ToeplitzLike(n, m, displacement_rank=r)) == math.ceil(m / n) * 2 * r * n + m
+    assert count(ToeplitzLike(n, m, displacement_rank=r, bias=False)) == math.ceil(m / n) * 2 * r * n
+    assert count(LowRank(n, m, rank=16)) == 16 * (m + n) + m
+    assert count(LowRank(n, m, rank=16, bias=False)) == 16 * (m + n)
     assert count(Dense(n, m)) == n * m + m
 
 
 @pytest.mark.parametrize(
     "layer",
-    [lambda: ToeplitzLike(256, 256, 1), lambda: ToeplitzLike(256, 512, 4), lambda: LowRank(256, 512, 16)],
+    [
+        lambda: ToeplitzLike(256, 256, displacement_rank=1),
+        lambda: ToeplitzLike(256, 512, displacement_rank=4),
+        lambda: LowRank(256, 512, rank=16),
+    ],
     ids=["toeplitz-r1", "toeplitz-r4-wide", "lowrank"],
 )
 def test_initial_weight_variance_is_linear_default(layer) -> None:
@@ -176,7 +172,7 @@ def test_initial_weight_variance_is_linear_default(layer) -> None:
 
 
 def test_low_rank() -> None:
-    layer = LowRank(40, 30, 5, dtype=torch.float64)
+    layer = LowRank(40, 30, rank=5, dtype=torch.float64)
     w = layer.to_dense()
     assert w.shape == (30, 40)
     assert torch.linalg.matrix_rank(w) == 5
@@ -214,17 +210,19 @@ def test_make_layer_errors(args: tuple, match: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "m", "r"), [(64, 64, 1), (100, 257, 2), (257, 30, 4)])
 def test_deployable_forms_compute_the_same_function(dtype: torch.dtype, n: int, m: int, r: int) -> None:
-    layer = ToeplitzLike(n, m, r, dtype=dtype)
+    layer = ToeplitzLike(n, m, displacement_rank=r, dtype=dtype)
     x = torch.randn(5, n, dtype=dtype)
     expected = layer(x)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     fft = layer.deployable("fft")
+    fftmm_form = layer.deployable("fftmm")
     dense = layer.deployable("dense")
     assert isinstance(fft, ToeplitzFFT)
+    assert isinstance(fftmm_form, ToeplitzMM)
     assert isinstance(dense, Dense)
     # The fft form keeps O(r n) numbers, never the matrix.
     assert max(b.numel() for b in fft.buffers()) <= 4 * r * n * layer.blocks
-    for deployed in (fft, dense):
+    for deployed in (fft, fftmm_form, dense):
         assert relative_error(deployed(x), expected) < tolerance
         assert deployed(x).dtype == dtype
     with pytest.raises(ValueError, match="form"):
@@ -232,34 +230,34 @@ def test_deployable_forms_compute_the_same_function(dtype: torch.dtype, n: int, 
 
 
 def test_dense_and_low_rank_deploy_as_themselves() -> None:
-    for layer in (Dense(8, 4), LowRank(8, 4, 2)):
+    for layer in (Dense(8, 4), LowRank(8, 4, rank=2)):
         assert layer.deployable("fft") is layer
         assert layer.deployable("dense") is layer
 
 
 def test_deploy_replaces_nested_toeplitz_layers_in_a_copy() -> None:
     model = nn.Sequential(
-        ToeplitzLike(32, 48, 2),
+        ToeplitzLike(32, 48, displacement_rank=2),
         nn.ReLU(),
-        nn.Sequential(LowRank(48, 48, 4), ToeplitzLike(48, 10, 1)),
+        nn.Sequential(LowRank(48, 48, rank=4), ToeplitzLike(48, 10, displacement_rank=1)),
         Dense(10, 3),
     )
     x = torch.randn(6, 32)
     expected = model(x)
-    for form, kind in (("fft", ToeplitzFFT), ("dense", Dense)):
+    for form, kind in (("fft", ToeplitzFFT), ("fftmm", ToeplitzMM), ("dense", Dense)):
         deployed = deploy(model, form)
         assert not any(isinstance(m, ToeplitzLike) for m in deployed.modules())
         assert isinstance(deployed[0], kind) and isinstance(deployed[2][1], kind)
         assert isinstance(deployed[2][0], LowRank) and deployed[2][0] is not model[2][0]
         assert relative_error(deployed(x), expected) < 1e-5
     assert isinstance(model[0], ToeplitzLike)  # the original is untouched
-    assert isinstance(deploy(ToeplitzLike(8, 8, 1), "fft"), ToeplitzFFT)
+    assert isinstance(deploy(ToeplitzLike(8, 8, displacement_rank=1), "fft"), ToeplitzFFT)
     with pytest.raises(ValueError, match="form"):
         deploy(model, "onnx")
 
 
 def test_cached_spectra_follow_parameter_updates() -> None:
-    layer = ToeplitzLike(64, 64, 2)
+    layer = ToeplitzLike(64, 64, displacement_rank=2)
     x = torch.randn(3, 64)
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
     with torch.no_grad():
@@ -272,7 +270,7 @@ def test_cached_spectra_follow_parameter_updates() -> None:
         after = layer(x)
         assert relative_error(after, x @ layer.to_dense().T + layer.bias) < 1e-5
     assert not torch.allclose(before, after)
-    layer.load_state_dict(ToeplitzLike(64, 64, 2).state_dict())
+    layer.load_state_dict(ToeplitzLike(64, 64, displacement_rank=2).state_dict())
     with torch.no_grad():
         assert relative_error(layer(x), x @ layer.to_dense().T + layer.bias) < 1e-5
     # Training after an inference-mode call still works (no inference tensors kept for autograd).
@@ -281,7 +279,7 @@ def test_cached_spectra_follow_parameter_updates() -> None:
 
 
 def test_input_gradient_through_frozen_layer_after_inference() -> None:
-    layer = ToeplitzLike(32, 32, 2).requires_grad_(False)
+    layer = ToeplitzLike(32, 32, displacement_rank=2).requires_grad_(False)
     x = torch.randn(2, 32, requires_grad=True)
     with torch.inference_mode():
         layer(x.detach())
@@ -292,7 +290,7 @@ def test_input_gradient_through_frozen_layer_after_inference() -> None:
 
 
 def test_dtype_conversion_keeps_float64_accuracy() -> None:
-    layer = ToeplitzLike(100, 100, 2)
+    layer = ToeplitzLike(100, 100, displacement_rank=2)
     x = torch.randn(4, 100)
     layer(x)  # float32 constants first
     layer = layer.double()
@@ -303,7 +301,7 @@ def test_dtype_conversion_keeps_float64_accuracy() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda(dtype: torch.dtype) -> None:
-    layer = ToeplitzLike(100, 150, 2, dtype=dtype)
+    layer = ToeplitzLike(100, 150, displacement_rank=2, dtype=dtype)
     x = torch.randn(4, 100, dtype=dtype)
     expected = layer(x)
     layer = layer.cuda()
@@ -314,3 +312,81 @@ def test_cuda(dtype: torch.dtype) -> None:
         assert relative_error(layer.deployable(form)(x.cuda()).cpu(), expected) < 1e-5
     y.sum().backward()
     assert layer.g.grad.device.type == "cuda"
+
+
+def test_drop_in_for_linear() -> None:
+    layer = ToeplitzLike(8, 8, False)  # the third positional argument is bias, as for nn.Linear
+    assert layer.bias is None and "bias" not in dict(layer.named_parameters())
+    assert "bias" in layer._parameters  # registered as None, like nn.Linear(bias=False)
+    assert layer.displacement_rank == 1
+    assert repr(layer) == "ToeplitzLike(in_features=8, out_features=8, displacement_rank=1, bias=False)"
+    low = LowRank(8, 4, False, rank=2, dtype=torch.float64)
+    assert low.bias is None and low.u.dtype == torch.float64
+    assert repr(low) == "LowRank(in_features=8, out_features=4, rank=2, bias=False)"
+    assert Dense(8, 4).weight.shape == nn.Linear(8, 4).weight.shape
+    assert set(Dense(8, 4).state_dict()) == set(nn.Linear(8, 4).state_dict())
+    assert ToeplitzLike(6, 4, device="meta").g.device.type == "meta"
+    for bad, match in (
+        (lambda: ToeplitzLike(0, 4), "features"),
+        (lambda: LowRank(4, 4, rank=0), "rank must be at least 1"),
+        (lambda: ToeplitzLike(4, 4, displacement_rank=0), "displacement rank must be at least 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bad()
+
+
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference_mode", "eval"])
+def test_in_place_data_changes_reach_forward_and_to_dense(mode: str) -> None:
+    layer = ToeplitzLike(64, 96, displacement_rank=2, dtype=torch.float64)
+    x = torch.randn(3, 64, dtype=torch.float64)
+    context = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+               "eval": torch.no_grad}[mode]  # fmt: skip
+    if mode == "eval":
+        layer.eval()
+    for change in (lambda: layer.g.data.mul_(2.0), lambda: layer.h.data[0, 1].add_(0.5)):
+        with context():
+            before_y, before_w = layer(x).detach().clone(), layer.to_dense().detach().clone()
+        change()
+        with context():
+            after_y, after_w = layer(x).detach(), layer.to_dense().detach()
+        assert not torch.allclose(before_w, after_w) and not torch.allclose(before_y, after_y)
+        assert relative_error(after_w, explicit_weight(layer)) < 1e-12
+        assert relative_error(after_y, x @ explicit_weight(layer).T + layer.bias.detach()) < 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 12, 64, 100, 257, 1024, 4096, 2 * 4096 * 3])
+def test_fftmm_plans_are_dfts(n: int) -> None:
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal((2, n)) + 1j * rng.standard_normal((2, n))
+    scale = np.exp(1j * np.pi / max(n, 1))
+    forward = fftmm.plan(n, scale=scale)
+    order = fftmm.factorised_order(forward.factors)
+    expected = np.fft.fft(z * scale ** np.arange(n))[:, order]
+    np.testing.assert_allclose(_run_plan(forward, z), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    inverse = fftmm.plan(n, inverse=True, scale=np.conj(scale))
+    np.testing.assert_allclose(_run_plan(inverse, expected), z, rtol=0, atol=1e-9 * np.abs(z).max())
+    assert max(forward.factors) <= max(fftmm.MAX_FACTOR, max(_prime_factors(n)))
+
+
+def test_fftmm_factorisation() -> None:
+    assert fftmm.factorise(4096) == (64, 64)
+    assert fftmm.factorise(1024) == (32, 32)
+    assert fftmm.factorise(64) == (64,)
+    assert fftmm.factorise(8192) == (32, 16, 16)
+    assert fftmm.factorise(257) == (257,)  # a prime: one dense stage, correct but O(n^2)
+    assert fftmm.factorise(2 * 257) == (257, 2)
+
+
+def _prime_factors(n: int) -> list[int]:
+    return [p for p in range(2, n + 1) if n % p == 0 and all(p % q for q in range(2, p))] or [1]
+
+
+def _run_plan(transform: fftmm.Transform, z: np.ndarray) -> np.ndarray:
+    """Apply a plan's steps with numpy, the way the deployed layer does."""
+    for step in transform.steps:
+        if step.kind == "right":
+            z = z.reshape(-1, step.cols) @ step.matrix
+        else:
+            z = z.reshape(-1, step.rows, step.cols)
+            z = step.matrix @ z if step.kind == "left" else z * step.matrix
+    return z.reshape(-1, transform.n)

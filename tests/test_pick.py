@@ -300,5 +300,5 @@ def test_report_and_pick_on_a_real_study(tmp_path, monkeypatch, capsys):
         expected = model(X).numpy()
     np.testing.assert_allclose(_onnx_logits(bundle / "model.onnx", X.numpy()), expected, rtol=1e-4, atol=1e-4)
     metrics = json.loads((bundle / "metrics.json").read_text())
-    assert metrics["code"] == "T2 D" and metrics["form"] in ("fft", "dense")
+    assert metrics["code"] == "T2 D" and metrics["form"] in ("fft", "fftmm", "dense")
     assert metrics["accuracy"]["bundle"] == pytest.approx(load_study("real").trials[0].user_attrs["accuracy"])

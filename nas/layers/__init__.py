@@ -1,56 +1,33 @@
 """Linear layers the search chooses between: dense, low-rank and Toeplitz-like.
 
-All three share ``nn.Linear``'s interface (``in_features``, ``out_features``, ``bias``) plus
-``to_dense()`` (the effective weight) and ``deployable(form)`` (a module computing the same
-function that exports cleanly to ONNX). :func:`deploy` applies the latter to a whole model.
+All three share ``nn.Linear``'s interface (:class:`~nas.layers.base.LinearLayer`: ``in_features``,
+``out_features``, ``bias``, ``device``/``dtype``) plus ``to_dense()`` (the effective weight) and
+``deployable(form)`` (a module computing the same function in a deployed form that
+:mod:`nas.export` writes to ONNX). :func:`deploy` applies the latter to a whole model. Nothing
+here imports the search: :mod:`nas.spec` builds on :data:`KINDS` and :data:`FORMS`.
 """
 
 from __future__ import annotations
 
-import copy
+import importlib
+from typing import Any
 
-from torch import nn
+from nas.layers.forms import FORMS, KINDS, check_form
 
-from nas.layers.dense import Dense, check_form
-from nas.layers.lowrank import LowRank
-from nas.layers.toeplitz import ToeplitzFFT, ToeplitzLike
-from nas.spec import KINDS
+__all__ = [
+    "FORMS", "KINDS", "Dense", "DeployedToeplitz", "LinearLayer", "LowRank", "ToeplitzFFT", "ToeplitzLike",
+    "ToeplitzMM", "check_form", "deploy", "make_layer",
+]  # fmt: skip
 
-__all__ = ["Dense", "LowRank", "ToeplitzFFT", "ToeplitzLike", "deploy", "make_layer"]
-
-
-def make_layer(kind: str, in_features: int, out_features: int, rank: int | None = None, bias: bool = True) -> nn.Module:
-    """A layer of ``kind`` ("dense", "lowrank" or "toeplitz"); ``rank`` is k or the displacement rank r."""
-    if kind not in KINDS:
-        raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
-    if kind == "dense":
-        if rank is not None:
-            raise ValueError(f"a dense layer takes no rank (got rank={rank})")
-        return Dense(in_features, out_features, bias=bias)
-    if rank is None:
-        raise ValueError(f"a {kind} layer needs a rank")
-    if kind == "lowrank":
-        return LowRank(in_features, out_features, rank, bias=bias)
-    return ToeplitzLike(in_features, out_features, rank, bias=bias)
+# The layers need torch; load them on first use so that nas.spec (plain data) stays light.
+_HOMES = {
+    "Dense": "dense", "LowRank": "lowrank", "ToeplitzLike": "toeplitz", "LinearLayer": "base",
+    "DeployedToeplitz": "deployed", "ToeplitzFFT": "deployed", "ToeplitzMM": "deployed",
+    "deploy": "build", "make_layer": "build",
+}  # fmt: skip
 
 
-def deploy(model: nn.Module, form: str) -> nn.Module:
-    """A deep copy of ``model`` with every Toeplitz-like layer replaced by its ``deployable(form)``.
-
-    ``form`` is "fft" (small, FFT-based, ONNX ``DFT``) or "dense" (materialised, ``Gemm``). The
-    copy is in eval mode; ``model`` is left untouched.
-    """
-    check_form(form)
-    if isinstance(model, ToeplitzLike):
-        return model.deployable(form).eval()
-    model = copy.deepcopy(model)
-    _replace(model, form)
-    return model.eval()
-
-
-def _replace(module: nn.Module, form: str) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, ToeplitzLike):
-            setattr(module, name, child.deployable(form))
-        else:
-            _replace(child, form)
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"nas.layers.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'nas.layers' has no attribute {name!r}")

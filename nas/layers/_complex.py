@@ -1,36 +1,24 @@
-"""Complex arithmetic for the FFT layers, in two interchangeable representations.
+"""Complex arithmetic for the training-time FFT layer.
 
-The Toeplitz-like product is written once (:func:`nas.layers.toeplitz.toeplitz_apply`) against the
-small set of operations of :class:`ComplexOps`, implemented twice:
-
-- :data:`NATIVE` works on torch complex tensors and ``torch.fft``. Training uses it: fast in eager
-  mode, and autograd flows through it.
-- :data:`PAIRS` works on real tensors holding the real and imaginary parts as two *planes* (a
-  dimension of size 2 before the last). No complex tensor reaches any op but the FFTs themselves
-  (``view_as_complex`` right before, ``view_as_real`` right after): the shape
-  ``torch.onnx.export(dynamo=True)`` turns into ONNX ``DFT`` nodes.
+The Toeplitz-like product is written (:func:`nas.layers.toeplitz.toeplitz_apply`) against the
+small set of operations of :class:`ComplexOps`; :data:`NATIVE` implements them on torch complex
+tensors and ``torch.fft``: fast in eager mode, and autograd flows through it. (The deployed forms
+are written against :mod:`nas.layers.ops` instead, so that the same code builds their ONNX graph.)
 
 Every product in the layer multiplies data by a constant (a spectrum or a twiddle vector), so the
-constant operand of :meth:`ComplexOps.mul` is *prepared* once: a complex tensor for
-:data:`NATIVE`; for :data:`PAIRS` the two real tensors ``(A, B)`` with ``z * c == z * A +
-swap(z) * B`` -- two multiplies and an add in the exported graph instead of splitting and
-re-stacking the planes.
-
-Index dimensions from the front (``z[:, None]``, ``.sum(2)``) so the same code is valid for both
-representations; planes only add a dimension of size 2 before the last.
+constant operand of :meth:`ComplexOps.mul` is *prepared* once.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["NATIVE", "PAIRS", "ComplexOps", "NativeOps", "PairOps", "complex_dtype", "twiddle"]
+__all__ = ["NATIVE", "ComplexOps", "NativeOps", "complex_dtype", "twiddle"]
 
 
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -163,68 +151,4 @@ class NativeOps(ComplexOps):
         return torch.fft.irfft(z, n=n)
 
 
-class PairOps(ComplexOps):
-    """Real tensors with complex numbers as planes: ``z[..., 0, :]`` real, ``z[..., 1, :]`` imaginary.
-
-    :meth:`fft` and :meth:`ifft` interleave the planes into the (real, imag) pairs ONNX ``DFT``
-    reads and back (``Transpose`` nodes that onnxruntime's optimiser may move or cancel); every
-    other op works on contiguous rows. Spectra are full: one-sided DFTs save nothing in
-    onnxruntime 1.32, whose real-input DFT costs as much as the complex one.
-    """
-
-    onesided = False
-
-    def prepare(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A, B) = ([re c, re c], [-im c, im c])`` as planes: ``z * c == z * A + swap(z) * B``."""
-        a = torch.stack([c.real, c.real], -2).contiguous()
-        b = torch.stack([-c.imag, c.imag], -2).contiguous()
-        return a, b
-
-    def prepare_scale(self, c: Tensor) -> Tensor:
-        """``[re c, im c]`` as planes."""
-        return torch.stack([c.real, c.imag], -2).contiguous()
-
-    def mul(self, z: Tensor, c: tuple[Tensor, Tensor]) -> Tensor:
-        a, b = c
-        return z * a + self.swap(z) * b
-
-    def mul_(self, z: Tensor, c: tuple[Tensor, Tensor]) -> Tensor:
-        return self.mul(z, c)  # exported graphs stay functional
-
-    @staticmethod
-    def swap(z: Tensor) -> Tensor:
-        """(real, imag) -> (imag, real)."""
-        return torch.flip(z, dims=(-2,))
-
-    def from_real(self, x: Tensor, c: Tensor) -> Tensor:
-        return x.unsqueeze(-2) * c
-
-    def real(self, z: Tensor) -> Tensor:
-        return z[..., 0, :]
-
-    def pack_halves(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (2, x.shape[-1] // 2))  # the halves are the planes: a reshape
-
-    def unpack_halves(self, z: Tensor) -> Tensor:
-        return z.flatten(-2)
-
-    def fft(self, z: Tensor) -> Tensor:
-        return self._dft(z, torch.fft.fft)
-
-    def ifft(self, z: Tensor) -> Tensor:
-        return self._dft(z, torch.fft.ifft)
-
-    def fft_real(self, x: Tensor) -> Tensor:
-        return torch.view_as_real(torch.fft.fft(x)).transpose(-1, -2)
-
-    def ifft_real(self, z: Tensor, n: int) -> Tensor:
-        return self.real(self.ifft(z))
-
-    @staticmethod
-    def _dft(z: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
-        pairs = z.transpose(-1, -2).contiguous()
-        return torch.view_as_real(transform(torch.view_as_complex(pairs))).transpose(-1, -2)
-
-
 NATIVE = NativeOps()
-PAIRS = PairOps()

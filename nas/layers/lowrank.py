@@ -8,12 +8,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.layers.dense import check_form
+from nas.layers.base import LinearLayer
+from nas.layers.forms import check_form
 
 __all__ = ["LowRank"]
 
 
-class LowRank(nn.Module):
+class LowRank(LinearLayer):
     """Linear layer whose weight is ``u @ v``, of rank at most ``rank``: ``rank (in + out)`` parameters.
 
     Computed as two thin products, ``x -> x v^T -> (x v^T) u^T + bias``. ``v`` is initialised like
@@ -21,35 +22,28 @@ class LowRank(nn.Module):
     :meth:`to_dense` have ``nn.Linear``'s default variance ``1 / (3 in_features)``.
     """
 
+    _repr_fields = ("rank",)
+
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        rank: int,
         bias: bool = True,
+        *,
+        rank: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"features must be positive, got {in_features} -> {out_features}")
-        if rank < 1:
-            raise ValueError(f"rank must be at least 1, got {rank}")
-        factory = {"device": device, "dtype": dtype}
-        self.in_features = in_features
-        self.out_features = out_features
-        self.rank = rank
-        self.u = nn.Parameter(torch.empty(out_features, rank, **factory))
-        self.v = nn.Parameter(torch.empty(rank, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        super().__init__(in_features, out_features, bias, device, dtype, rank=rank)
+        self.u = nn.Parameter(torch.empty(out_features, rank, **self._factory))
+        self.v = nn.Parameter(torch.empty(rank, in_features, **self._factory))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.in_features)
         nn.init.uniform_(self.v, -bound, bound)
         nn.init.uniform_(self.u, -math.sqrt(3.0 / self.rank), math.sqrt(3.0 / self.rank))
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
+        self.reset_bias()
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(x, self.v), self.u, self.bias)
@@ -59,12 +53,6 @@ class LowRank(nn.Module):
         return self.u @ self.v
 
     def deployable(self, form: str) -> nn.Module:
-        """Itself: two ``MatMul``/``Gemm`` nodes in either deployed form."""
+        """Itself: two ``Gemm`` nodes in every deployed form."""
         check_form(form)
         return self
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"rank={self.rank}, bias={self.bias is not None}"
-        )

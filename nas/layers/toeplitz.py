@@ -25,13 +25,12 @@ Two refinements keep that count but shorten the transforms, since x, g, h and ev
 
       u = unpack( conj(w) * ifft( fft(w * pack(h)) * fft(w * pack(x)) ) )
 
-  On (real, imag) planes ``pack`` and ``unpack`` are mere reshapes. Odd n uses the formula above.
-- The circulant products take real-input spectra: ``rfft``/``irfft`` in PyTorch; in ONNX full
-  ``DFT`` nodes, because onnxruntime's one-sided DFT is no faster.
+  Odd n uses the formula above.
+- The circulant products take real-input spectra (``rfft``/``irfft``).
 
-The product is written once, in :func:`toeplitz_apply`, against the operations of
-:mod:`nas.layers._complex`: training runs it on complex tensors, the deployable "fft" form on
-real and imaginary planes so that it exports to ONNX ``DFT`` nodes.
+Training runs :func:`toeplitz_apply` on torch complex tensors (:mod:`nas.layers._complex`). The
+deployed forms (:mod:`nas.layers.deployed`: ONNX ``DFT`` nodes, or FFTs as matrix products) hold
+the same spectra, precomputed, and are what :mod:`nas.export` writes to ONNX.
 """
 
 from __future__ import annotations
@@ -42,13 +41,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas.layers._complex import NATIVE, PAIRS, ComplexOps, twiddle
-from nas.layers.dense import Dense, check_form
+from nas.layers._complex import NATIVE, ComplexOps, twiddle
+from nas.layers.base import LinearLayer
+from nas.layers.dense import Dense
+from nas.layers.deployed import ToeplitzFFT, ToeplitzMM
+from nas.layers.forms import check_form
 
-__all__ = ["ToeplitzFFT", "ToeplitzLike", "toeplitz_apply", "toeplitz_constants", "toeplitz_spectra"]
+__all__ = ["ToeplitzLike", "toeplitz_apply", "toeplitz_constants", "toeplitz_spectra"]
 
 
-_TO_DENSE_NUMBERS = 1 << 22
+DEPLOYED = {"fft": ToeplitzFFT, "fftmm": ToeplitzMM}
 
 
 def toeplitz_constants(n: int, dtype: torch.dtype, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
@@ -100,15 +102,37 @@ def toeplitz_apply(
     return y.flatten(1)
 
 
+def toeplitz_dense(g: Tensor, h: Tensor) -> Tensor:
+    """The blocks ``sum_j Z_1(g_j) Z_{-1}(h_j)`` of generators ``(blocks, r, n)``, shape ``(blocks, n, n)``.
+
+    With ``R = Z_1 W - W Z_{-1} = 2 sum_j g_j (J h_j)^T`` (the displacement equation for this
+    parametrisation) the columns obey ``W[:, k+1] = Z_1 W[:, k] - R[:, k]``, so with
+    ``V[:, k] = Z_1^{-k} W[:, k]``: ``V[:, k] = W[:, 0] - sum_{t<k} Z_1^{-(t+1)} R[:, t]``, a
+    cumulative sum, and ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). Every cyclic index
+    shuffle is a strided view of an array doubled along its rows; the result is such a view.
+    """
+    n, blocks = g.shape[-1], g.shape[0]
+    first = torch.fft.irfft(torch.fft.rfft(g) * torch.fft.rfft(h), n=n).sum(1)  # (blocks, n)
+    # R twice over, stacked: (blocks, 2n, n); steps[b, i, t] = R[b, (i + t + 1) mod n, t], copied so
+    # that the cumulative sum runs along contiguous memory (ten times faster than across rows).
+    doubled = 2 * torch.cat([g, g], -1).transpose(1, 2) @ h.flip(-1)
+    steps = doubled.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n).contiguous()
+    v = torch.cumsum(steps, 2).neg_().add_(steps).add_(first[:, :, None])  # W[:, 0] - sum over t < k
+    # W[b, i, k] = V[b, (i - k) mod n, k]: row k of V^T rolled by k, a strided view of V^T doubled.
+    rolled = torch.cat([v.transpose(1, 2)] * 2, 2)
+    return rolled.as_strided((blocks, n, n), (2 * n * n, 2 * n - 1, 1), n).transpose(1, 2)
+
+
 def _sum_generators(z: Tensor) -> Tensor:
     # The rank is static: for r = 1 a squeeze (a view; no ReduceSum node in ONNX) does it.
     return z.squeeze(2) if z.shape[2] == 1 else z.sum(2)
 
 
-class ToeplitzLike(nn.Module):
+class ToeplitzLike(LinearLayer):
     """Linear layer whose matrix is Toeplitz-like with displacement rank ``displacement_rank``.
 
-    Drop-in for ``nn.Linear(in_features, out_features, bias)``. The matrix is made of
+    Drop-in for ``nn.Linear(in_features, out_features, bias)``: ``ToeplitzLike(8, 8, False)`` is an
+    8 x 8 layer without bias, of displacement rank 1. The matrix is made of
     ``ceil(out_features / in_features)`` square ``in_features x in_features`` Toeplitz-like blocks
     stacked vertically, each with its own generators, and the output is truncated to
     ``out_features`` rows. So a wide layer (m > n) stacks blocks, and a narrow one (m < n) keeps the
@@ -120,29 +144,23 @@ class ToeplitzLike(nn.Module):
     that the entries of :meth:`to_dense` have the variance of ``nn.Linear``'s default, ``1 / (3 n)``.
     """
 
+    _repr_fields = ("displacement_rank",)
+
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        displacement_rank: int,
         bias: bool = True,
+        *,
+        displacement_rank: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"features must be positive, got {in_features} -> {out_features}")
-        if displacement_rank < 1:
-            raise ValueError(f"displacement rank must be at least 1, got {displacement_rank}")
-        factory = {"device": device, "dtype": dtype}
-        self.in_features = in_features
-        self.out_features = out_features
-        self.displacement_rank = displacement_rank
+        super().__init__(in_features, out_features, bias, device, dtype, displacement_rank=displacement_rank)
         self.blocks = -(-out_features // in_features)
         shape = (self.blocks, displacement_rank, in_features)
-        self.g = nn.Parameter(torch.empty(shape, **factory))
-        self.h = nn.Parameter(torch.empty(shape, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.g = nn.Parameter(torch.empty(shape, **self._factory))
+        self.h = nn.Parameter(torch.empty(shape, **self._factory))
         self._spectra_cache: tuple[Any, ...] | None = None
         self.reset_parameters()
 
@@ -153,29 +171,29 @@ class ToeplitzLike(nn.Module):
         bound = math.sqrt(3.0 / (n * math.sqrt(3.0 * r)))
         nn.init.uniform_(self.g, -bound, bound)
         nn.init.uniform_(self.h, -bound, bound)
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(n)
-            nn.init.uniform_(self.bias, -bound, bound)
+        self.reset_bias()
 
     def _spectra(self) -> tuple[Tensor, Tensor]:
         """The generators' spectra; reused between calls when no gradient is being recorded.
 
         Without autograd (``torch.no_grad``, ``inference_mode``, frozen parameters) the spectra are
-        cached until ``g`` or ``h`` changes: another tensor, or an in-place update (optimizer steps,
-        ``load_state_dict``, ``reset_parameters``), which bumps the tensor's version counter.
+        cached with a copy of the generators they came from, and recomputed whenever ``g`` or ``h``
+        no longer equals that copy. Comparing values (2 r n numbers, far cheaper than the FFTs) is
+        the only check every update passes: ``layer.g.data.mul_(2)`` changes neither the
+        parameter's identity nor its version counter.
         """
         g, h = self.g, self.h
         tracked = torch.is_grad_enabled() and (g.requires_grad or h.requires_grad)
         if tracked or torch.compiler.is_compiling():
             self._spectra_cache = None
             return toeplitz_spectra(g, h, NATIVE.onesided)
-        key = (g._version, h._version, g.data_ptr(), h.data_ptr())
         cache = self._spectra_cache
-        if cache is None or cache[0] is not g or cache[1] is not h or cache[2] != key:
+        if cache is None or not (_same(cache[0], g) and _same(cache[1], h)):
             # Normal tensors even under inference_mode: a later call may save them for backward.
             with torch.inference_mode(False), torch.no_grad():
-                cache = self._spectra_cache = (g, h, key, toeplitz_spectra(g, h, NATIVE.onesided))
-        return cache[3]
+                copies = g.detach().clone(), h.detach().clone()
+                cache = self._spectra_cache = (*copies, toeplitz_spectra(g, h, NATIVE.onesided))
+        return cache[2]
 
     def _blocks(self, x: Tensor) -> Tensor:
         """Stacked block outputs (no truncation, no bias) for ``x`` of shape ``(b, n)``."""
@@ -196,108 +214,36 @@ class ToeplitzLike(nn.Module):
         return y.reshape(*lead, self.out_features)
 
     def to_dense(self) -> Tensor:
-        """The effective weight, shape ``(out_features, in_features)``: ``self(x) == x @ W.T + bias``."""
-        n = self.in_features
-        eye = torch.eye(n, dtype=self.g.dtype, device=self.g.device)
-        # Columns in chunks: the intermediates hold chunk * blocks * r * n numbers.
-        chunk = max(1, _TO_DENSE_NUMBERS // (self.blocks * self.displacement_rank * n))
-        columns = [self._blocks(eye[i : i + chunk]) for i in range(0, n, chunk)]
-        return torch.cat(columns)[:, : self.out_features].T
+        """The effective weight, shape ``(out_features, in_features)``: ``self(x) == x @ W.T + bias``.
+
+        O(n^2) per block, from the displacement equation rather than n products (:func:`toeplitz_dense`).
+        """
+        blocks = toeplitz_dense(self.g, self.h)
+        return blocks.reshape(-1, self.in_features)[: self.out_features]
 
     def deployable(self, form: str) -> nn.Module:
-        """A copy computing the same function that exports cleanly to ONNX (opset >= 18).
+        """A copy computing the same function in a deployed form, which :mod:`nas.export` writes to ONNX.
 
-        ``"fft"`` keeps the generators' spectra (O(r n) numbers) and runs the FFT product on real
-        and imaginary planes, which the dynamo exporter turns into four ``DFT`` nodes. ``"dense"``
-        is a :class:`~nas.layers.Dense` (an ``nn.Linear``) holding :meth:`to_dense`, a ``Gemm``.
-        Which one is faster is a property of the device: export both and measure.
+        ``"fft"`` keeps the generators' spectra (O(r n) numbers) for four ONNX ``DFT`` nodes;
+        ``"fftmm"`` the same product with every transform written as small matrix products
+        (:class:`~nas.layers.fftmm.ToeplitzMM`); ``"dense"`` is a :class:`~nas.layers.Dense`
+        holding :meth:`to_dense`, a ``Gemm``. Which one is fastest is a property of the device:
+        export them all and measure.
         """
         check_form(form)
-        if form == "fft":
-            return ToeplitzFFT.from_layer(self)
+        if form in DEPLOYED:
+            bias = None if self.bias is None else self.bias.detach().clone()
+            return DEPLOYED[form].from_generators(self.out_features, self.g, self.h, bias)
+        # Built on the meta device: no random initialisation of an n x n weight about to be replaced.
+        linear = Dense(self.in_features, self.out_features, self.bias is not None, device="meta")
         with torch.no_grad():
-            weight = self.to_dense()
-        linear = Dense(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            linear.weight.copy_(weight)
+            linear.weight = nn.Parameter(self.to_dense().contiguous())
             if self.bias is not None:
-                linear.bias.copy_(self.bias)
+                linear.bias = nn.Parameter(self.bias.detach().clone())
         return linear
 
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"displacement_rank={self.displacement_rank}, bias={self.bias is not None}"
-        )
 
-
-class ToeplitzFFT(nn.Module):
-    """Inference-only FFT form of a :class:`ToeplitzLike` layer, exportable to ONNX ``DFT``.
-
-    Holds the precomputed spectra of the generators and the twiddle factors as real buffers, in
-    the plane form of :class:`nas.layers._complex.PairOps` (for even n, 6 r n numbers per block and
-    4 n twiddles), so the graph has only the x-dependent FFTs (four ``DFT`` nodes) and never the
-    n x n matrix. Its numbers are buffers: count parameters on the :class:`ToeplitzLike`.
-    """
-
-    def __init__(self, in_features: int, out_features: int, constants: dict[str, Any], bias: Tensor | None):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self._names = tuple(constants)
-        for name, value in constants.items():
-            # A prepared constant is a tensor or an (A, B) pair of tensors: one buffer each.
-            for index, tensor in enumerate(value if isinstance(value, tuple) else (value,)):
-                self.register_buffer(f"{name}_{index}" if isinstance(value, tuple) else name, tensor)
-        self.register_buffer("bias", bias)
-
-    def _constant(self, name: str) -> Any:
-        if name in self._buffers:
-            return self._buffers[name]
-        return self._buffers[f"{name}_0"], self._buffers[f"{name}_1"]
-
-    @classmethod
-    @torch.no_grad()
-    def from_layer(cls, layer: ToeplitzLike) -> ToeplitzFFT:
-        n, dtype, device = layer.in_features, layer.g.dtype, layer.g.device
-        # Everything in float64 whatever the layer's dtype, rounded once at the end.
-        d_in, d_out = toeplitz_constants(n, torch.float64, device)
-        hh, gg = toeplitz_spectra(layer.g.double(), layer.h.double(), PAIRS.onesided)
-        constants = {
-            "d_in": PAIRS.prepare_scale(d_in) if n % 2 else PAIRS.prepare(d_in),
-            "d_out": PAIRS.prepare(d_out),
-            "hh": PAIRS.prepare(hh),
-            "gg": PAIRS.prepare(gg),
-        }
-        constants = {name: _to(value, dtype) for name, value in constants.items()}
-        bias = None if layer.bias is None else layer.bias.detach().clone()
-        return cls(n, layer.out_features, constants, bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-1]
-        d_in, d_out, hh, gg = (self._constant(name) for name in self._names)
-        y = toeplitz_apply(x.reshape(-1, self.in_features), d_in, d_out, hh, gg, PAIRS)[:, : self.out_features]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
-
-    def deployable(self, form: str) -> nn.Module:
-        check_form(form)
-        if form != "fft":
-            raise ValueError("this layer is already deployed in the fft form; deploy the ToeplitzLike instead")
-        return self
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
-
-
-def _to(value: Any, dtype: torch.dtype) -> Any:
-    if isinstance(value, tuple):
-        return tuple(_to(item, dtype) for item in value)
-    return value.to(dtype).contiguous()
+def _same(copy: Tensor, tensor: Tensor) -> bool:
+    return (copy.shape, copy.dtype, copy.device) == (tensor.shape, tensor.dtype, tensor.device) and torch.equal(
+        copy, tensor
+    )
