@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 import nas
 from nas.data import load_dataset
+from nas.records import TrialData
 from nas.study import start_study
 from tests.conftest import unavailable
 from tests.spaces import write_space
@@ -50,12 +51,14 @@ def test_workers_on_separate_hosts_and_pick_from_a_third(tmp_path, monkeypatch, 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 6
     assert len({t.number for t in complete}) == len(complete)
-    by_worker = {t.user_attrs["worker"]: t for t in complete if t.user_attrs["trained"]}
+    assert len({TrialData.load(t.user_attrs).worker for t in complete}) == 2, "both workers should have run trials"
+    data = {t.number: TrialData.load(t.user_attrs) for t in complete}
+    by_worker = {data[t.number].worker: t for t in complete if data[t.number].trained}
     assert len(by_worker) == 2, "both workers should have trained trials"
     # The study holds artifact ids, never a host's path; the bytes are in the bucket, not on any host.
     assert str(tmp_path) not in json.dumps([t.user_attrs for t in study.trials])
     assert not any((hosts[host] / "studies").exists() for host in ("worker-a", "worker-b"))
-    ids = {t.user_attrs["artifacts"]["weights"] for t in complete if t.user_attrs["trained"]}
+    ids = {d.artifacts["weights"] for d in data.values() if d.trained}
     bucket, _, prefix = s3_artifacts.removeprefix("s3://").partition("/")
     keys = {item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
     assert {f"{prefix}/{i}" for i in ids} <= keys
@@ -74,5 +77,5 @@ def test_workers_on_separate_hosts_and_pick_from_a_third(tmp_path, monkeypatch, 
         got = session.run(None, {session.get_inputs()[0].name: X.numpy()})[0]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
         assert json.loads((out / "metrics.json").read_text())["accuracy"]["bundle"] == pytest.approx(
-            trial.user_attrs["accuracy"])
+            data[trial.number].accuracy)
     optuna.delete_study(study_name=name, storage=URL)
