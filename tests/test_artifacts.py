@@ -11,19 +11,14 @@ from pathlib import Path
 import boto3
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState, create_trial
 
 from device_agents.base import file_sha256
 from nas.artifacts import StudyArtifacts, normalise_url
-from nas.data import load_dataset
 from nas.errors import UserError
-from nas.export import export_onnx
-from nas.model import build_model, deployed
-from nas.spec import ArchSpec, LayerSpec
+from nas.records import RECORD_ATTR, TrialData
 from nas.storage import CONFIG_ATTR
-from nas.study import start_study
-from nas.train import train
+from nas.study import run_study, start_study
 from tests.spaces import write_space
 
 NAS = str(Path(sys.executable).with_name("nas"))
@@ -140,41 +135,36 @@ def test_study_made_before_the_artifact_store_is_still_resumed_and_picked(tmp_pa
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
     storage = f"sqlite:///{tmp_path}/old/study.db"
     folder = tmp_path / "old" / "artifacts"
-    study = start_study("old", write_space(tmp_path), ["local"], 2, storage=storage, sampler="random",
-                        artifacts=str(folder))
-    config = study.user_attrs[CONFIG_ATTR]
-    del config["artifacts"]
-    study.set_user_attr(CONFIG_ATTR, {**config, "artifacts_dir": str(folder)})  # as older versions wrote it
-
-    spec = ArchSpec(64, (LayerSpec("lowrank", 32, 4), LayerSpec("dense", 10)))
-    model = build_model(spec, seed=0)
-    accuracy = train(model, load_dataset("digits"), epochs=1, learning_rate=0.01, seed=0).accuracy
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    export_onnx(deployed(model, spec), 64, tmp_path / "m.onnx")
+    start_study("old", write_space(tmp_path), ["local"], 1, storage=storage, sampler="random", artifacts=str(folder))
+    study = run_study("old", storage=storage)
+    first = study.trials[0]
+    data = TrialData.load(first.user_attrs)
+    assert data.trained
+    # Rewrite it as older versions stored it: files named by content hash, the folder as artifacts_dir.
     names = {}
-    for file, suffix in ((tmp_path / "w.pt", ".pt"), (tmp_path / "m.onnx", ".onnx")):
-        names[suffix] = file_sha256(file) + suffix
-        (folder / names[suffix]).write_bytes(file.read_bytes())
-    measured = {"latency_ms": {"median": 0.01, "p90": 0.011}, "memory_kb": {"after_runs": {"peak_kb": 1000}},
-                "cache_key": "old", "cached": False}
-    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[accuracy, 0.01, 1000.0], user_attrs={
-        "spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "winner": {"local": "-"},
-        "measurements": {"local": {"-": measured}}, "latency_ms": {"local": 0.01}, "peak_mb": {"local": 1.0},
-        "infeasible": [], "trained": True, "accuracy": accuracy, "epochs": 1,
-        "artifacts": {"weights": names[".pt"], "onnx": {"-": names[".onnx"]}}}))
+    for form, artifact_id in [("weights", data.artifacts["weights"]), *data.artifacts["onnx"].items()]:
+        names[form] = file_sha256(folder / artifact_id) + (".pt" if form == "weights" else ".onnx")
+        (folder / names[form]).write_bytes((folder / artifact_id).read_bytes())
+    old = data.model_copy(update={"artifacts": {"weights": names.pop("weights"), "onnx": names}})
+    config = dict(study.user_attrs[CONFIG_ATTR])
+    config["artifacts_dir"] = config.pop("artifacts")
+    study.set_user_attr(CONFIG_ATTR, config)
+    study.add_trial(create_trial(
+        params=first.params, distributions=first.distributions, values=first.values,
+        user_attrs={**first.user_attrs, RECORD_ATTR: old.model_dump(mode="json")},
+        system_attrs={k: v for k, v in first.system_attrs.items() if k.startswith("constraints")}))
 
-    result = nas(tmp_path, "study", "resume", "old", "--storage", storage)
+    result = nas(tmp_path, "study", "resume", "old", "--storage", storage, "--trials", "3")
     assert result.returncode == 0, result.stderr
-    new = optuna.load_study(study_name="old", storage=storage).trials[1]
-    assert new.state == TrialState.COMPLETE and new.user_attrs["trained"]
-    assert (folder / new.user_attrs["artifacts"]["weights"]).is_file()
+    new = optuna.load_study(study_name="old", storage=storage).trials[2]
+    assert new.state == TrialState.COMPLETE
+    assert (folder / TrialData.load(new.user_attrs).artifacts["weights"]).is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for number in (0, 1):
+    for number in (1, 2):
         out = elsewhere / f"bundle{number}"
         result = nas(elsewhere, "pick", "old", "--trial", number, "--storage", storage, "--out", out)
         assert result.returncode == 0, result.stderr
         assert "ONNX matches PyTorch" in result.stdout
-    assert (elsewhere / "bundle0" / "model.onnx").read_bytes() == (folder / names[".onnx"]).read_bytes()
-    metrics = json.loads((elsewhere / "bundle0" / "metrics.json").read_text())
-    assert metrics["accuracy"]["bundle"] == pytest.approx(accuracy)
+    metrics = json.loads((elsewhere / "bundle1" / "metrics.json").read_text())
+    assert metrics["accuracy"]["bundle"] == pytest.approx(data.accuracy)
