@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from device_agents.base import file_sha256
+from nas.artifacts import study_artifacts
 from nas.errors import UserError
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord
 from nas.spec import FORMS, ArchSpec
-from nas.storage import artifact_store, study_config, study_dir
+from nas.storage import study_config, study_dir
 
 __all__ = ["Choice", "choose", "load_model", "write_bundle"]
 
@@ -281,10 +281,12 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
     if data.in_features != spec.in_features:
         raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial "
                         f"{record.number} expects {spec.in_features}")
-    store = artifact_store(study)
+    store = study_artifacts(study)
     artifacts = record.data.artifacts or {}
     model = build_model(spec)
-    model.load_state_dict(torch.load(store.path(artifacts["weights"]), map_location="cpu", weights_only=True))
+    with tempfile.TemporaryDirectory(prefix="nas-weights-") as tmp:
+        weights = store.download(artifacts["weights"], Path(tmp) / "model.pt")
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     search_accuracy = record.data.accuracy
     retrain = None
@@ -305,7 +307,7 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
         onnx_path = staging / "model.onnx"
         stored = (artifacts.get("onnx") or {}).get(form)
         if stored and not retrain:
-            shutil.copyfile(store.path(stored), onnx_path)
+            store.download(stored, onnx_path)
         else:
             export_onnx(deployed(model, spec), spec.in_features, onnx_path)
         check, onnx_logits = check_onnx(model, onnx_path, data.X_val)

@@ -96,7 +96,7 @@ class TrialData(_Model):
     test_accuracy: float | None = None  # on the dataset's test part, when it has one (reported, never selected by)
     train_seconds: float | None = None
     epochs: int | None = None
-    artifacts: dict[str, Any] | None = None  # {"weights": name, "onnx": {form: name}}
+    artifacts: dict[str, Any] | None = None  # {"weights": id, "onnx": {form: id}}: Optuna artifact ids (nas.artifacts)
     fail_reason: str | None = None
     retryable: bool = False  # failed for a passing reason (device unreachable, runner killed on its timeout,
     # an interrupted run): ``resume`` queues it again

@@ -742,7 +742,8 @@ def render_html(report: Report) -> str:
     all_rows = [{**row, "why": row.get("infeasible") or row.get("fail_reason")} for row in report.trials]
     fingerprints = _fingerprints_html(report.fingerprints)
     config = report.config
-    keys = ("agents", "n_trials", "sampler", "seed", "constraints", "measure", "space_path", "artifacts_dir")
+    keys = ("agents", "n_trials", "sampler", "seed", "constraints", "measure", "space_path", "artifacts",
+            "artifacts_dir")
     settings = {key: config[key] for key in keys if key in config}
     settings["objectives"] = objective_text(report)
     warnings = "".join(f"<p class='warn'>{esc(line)}</p>" for line in report.warnings)

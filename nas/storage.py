@@ -1,9 +1,9 @@
-"""Where a study lives: its Optuna storage URL, its folder, its artifacts.
+"""Where a study lives: its Optuna storage URL and its folder.
 
 Studies live under ``studies/NAME/`` relative to the working directory by default: ``study.db``
-(SQLite), ``artifacts/`` (ONNX files and trained weights named by content hash) and ``report/``.
-A PostgreSQL URL works the same; the artifacts folder is recorded in the study so that report and
-pick find it from any storage.
+(SQLite), ``artifacts/`` (the default artifact store, see ``nas.artifacts``) and ``report/``.
+A PostgreSQL URL works the same; the artifacts URL is recorded in the study so that workers,
+report and pick find it from any storage.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import optuna
 
-from device_agents.base import file_sha256
 from nas.errors import UserError
 from nas.names import check_study_name
 from nas.storage_url import check_storage_url, engine_kwargs, shown, sqlite_path, storage_errors
@@ -89,30 +88,3 @@ def study_config(study: optuna.Study) -> dict[str, Any]:
         raise UserError(f"study {study.study_name!r} was not made by 'nas study start'")
     return config
 
-
-class ArtifactStore:
-    """Files addressed by their content hash, so identical models are stored once."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def put(self, path: Path, suffix: str) -> str:
-        """Copy ``path`` in; returns the artifact's file name (``<sha256><suffix>``)."""
-        name = file_sha256(path) + suffix
-        target = self.root / name
-        if not target.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)
-        return name
-
-    def path(self, name: str) -> Path:
-        target = self.root / name
-        if not target.exists():
-            raise UserError(f"artifact {name} is missing from {self.root}")
-        return target
-
-
-def artifact_store(study: optuna.Study) -> ArtifactStore:
-    return ArtifactStore(Path(study_config(study)["artifacts_dir"]))

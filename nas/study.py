@@ -7,8 +7,8 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
    latency does not depend on the weights, and a candidate that breaks a hard constraint is
    recorded as infeasible with its measured values, without minutes of training;
 3. the feasible ones are trained and validated;
-4. the spec, measurements, fingerprints and artifact names go into trial user attributes (see
-   ``nas.records``); ONNX files and weights into the study's content-addressed artifact store.
+4. the spec, measurements, fingerprints and artifact ids go into trial user attributes (see
+   ``nas.records``); ONNX files and weights into the study's Optuna artifact store (``nas.artifacts``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from device_agents.base import Agent, AgentError
 from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
+from nas.artifacts import CONFIG_KEY, StudyArtifacts, check_store, normalise_url, open_store, study_artifacts
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
 from nas.export import ExportError, export_onnx
@@ -39,7 +40,7 @@ from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
 from nas.samplers import SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, storage_url, study_config, study_dir
+from nas.storage import CONFIG_ATTR, load_study, open_storage, storage_url, study_config, study_dir
 from nas.storage_url import check_storage_url
 from nas.train import TrainingDiverged, train
 
@@ -51,7 +52,7 @@ class CandidateEvaluator:
     """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
 
     def __init__(self, config: dict[str, Any], pool: AgentPool, data: Dataset,
-                 cache: MeasurementCache, store: ArtifactStore) -> None:
+                 cache: MeasurementCache, store: StudyArtifacts) -> None:
         self.config = config
         self.space: SearchSpace = space_from_dict(config["space"])
         self.pool = pool
@@ -178,9 +179,9 @@ class CandidateEvaluator:
             torch.save(model.state_dict(), weights)
             onnx = {}
             for form in sorted(forms):
-                onnx[form] = self.store.put(self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"),
-                                            ".onnx")
-            return {"weights": self.store.put(weights, ".pt"), "onnx": onnx}
+                onnx[form] = self.store.upload(
+                    self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx"), ".onnx")
+            return {"weights": self.store.upload(weights, ".pt"), "onnx": onnx}
 
 
 def _lacks(agent: str, ops: set[str]) -> str | None:
@@ -251,7 +252,7 @@ def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial, record: Tria
 
 
 def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials: int, sampler: str, seed: int,
-                artifacts_dir: Path) -> dict[str, Any]:
+                artifacts: str) -> dict[str, Any]:
     """Everything ``resume``, ``report`` and ``pick`` need, stored in the study's user attributes."""
     return {
         "space": space.model_dump(mode="json"),
@@ -262,18 +263,19 @@ def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials
         "n_trials": n_trials,
         "sampler": sampler,
         "seed": seed,
-        "artifacts_dir": str(artifacts_dir.resolve()),
+        CONFIG_KEY: artifacts,
         "measure": space.measure.model_dump(),
     }
 
 
 def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: int, storage: str | None = None,
                 sampler: str = "tpe", seed: int = 0, load_if_exists: bool = False,
-                artifacts_dir: Path | None = None) -> optuna.Study:
+                artifacts: str | None = None) -> optuna.Study:
     """Create the study (or, with ``load_if_exists``, reuse it) and record its settings.
 
     Every input is checked before the storage is opened: name, storage URL, space, sampler, seed,
-    agents, data.
+    agents, data, artifacts (a folder or ``s3://bucket/prefix`` for ONNX files and weights;
+    default ``studies/NAME/artifacts``).
     """
     check_study_name(name)
     check_storage_url(storage_url(name, storage))
@@ -288,8 +290,9 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
             get_agent(agent)
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     space.check_data(data.in_features, data.num_classes, str(space_path))
-    config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
-                         artifacts_dir or study_dir(name) / "artifacts")
+    artifacts = normalise_url(artifacts or str(study_dir(name) / "artifacts"))
+    check_store(artifacts)
+    config = make_config(space, str(space_path), agents, n_trials, sampler, seed, artifacts)
     study = optuna.create_study(
         study_name=name, storage=open_storage(name, storage, heartbeat=True),
         directions=[o["direction"] for o in config["objectives"]], load_if_exists=True,
@@ -297,6 +300,7 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     if CONFIG_ATTR in study.user_attrs and not load_if_exists:
         raise UserError(f"study {name!r} already exists; continue it with 'nas study resume {name}'")
     if CONFIG_ATTR not in study.user_attrs:
+        open_store(artifacts, create=True)
         study.set_metric_names([o["label"] for o in config["objectives"]])
         study.set_user_attr(CONFIG_ATTR, config)
     return study
@@ -327,12 +331,12 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
     study.sampler = make_sampler(config["sampler"], config["seed"], config["n_trials"])
+    store = study_artifacts(study)  # a worker that cannot reach the artifacts stops before any trial
     _requeue_retryable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:
             pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
-        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study),
-                                       ArtifactStore(Path(config["artifacts_dir"])))
+        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study), store)
         callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
         if on_trial:
             callbacks.append(on_trial)

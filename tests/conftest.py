@@ -191,6 +191,77 @@ def arm64_board():  # noqa: ANN201
         board.down()
 
 
+S3_HOW = ("as root after 'make setup', export NAS_TEST_S3_URL=$(.ci/s3); or install moto's standalone server "
+          "(pip install 'moto[server]') for the tests to start their own")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3-compatible server's endpoint URL: NAS_TEST_S3_URL (started by .ci/s3), else moto's
+    standalone server started here as a separate process on 127.0.0.1 (no in-process mock)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    def answers(url: str) -> bool:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    url = os.environ.get("NAS_TEST_S3_URL")
+    if url:
+        if not answers(url):
+            unavailable(f"NAS_TEST_S3_URL={url} does not answer; {S3_HOW}")
+        yield url
+        return
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        unavailable(f"no S3-compatible server: {S3_HOW}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("wb")
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                unavailable(f"moto_server did not start (see {log.name})")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def s3_artifacts(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """``s3://BUCKET/studies``: a fresh bucket on the S3 server, with the AWS environment variables
+    (endpoint, test-only credentials, region) set for this process and the workers it starts."""
+    import re
+    import uuid
+
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nas-test-only")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nas-test-only")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    bucket = re.sub(r"[^a-z0-9-]", "-", f"nas-{request.node.name.lower()}")[:40] + f"-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/studies"
+
+
 MADE_STUDY = "made"
 MADE_SPACE = """
 name = "made"

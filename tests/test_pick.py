@@ -15,13 +15,14 @@ import pytest
 import torch
 
 import nas
+from nas.artifacts import study_artifacts
 from nas.bundle import choose, write_bundle
 from nas.data import load_dataset
 from nas.errors import UserError
 from nas.model import build_model
 from nas.records import TrialRecord
 from nas.spec import FORMS, ArchSpec, LayerSpec
-from nas.storage import CONFIG_ATTR, ArtifactStore, load_study
+from nas.storage import load_study
 from tests.conftest import MADE_FAILURE, MADE_STUDY, MADE_TRIALS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,9 +114,9 @@ def test_stored_onnx_is_reused_and_round_trips(at_root, capsys, monkeypatch):
     code, stdout, stderr = nas_cli(capsys, monkeypatch, "pick", NAME, "--trial", "1", "--out", out)
     assert code == 0, stderr
     study = load_study(NAME)
-    store = ArtifactStore(Path(study.user_attrs[CONFIG_ATTR]["artifacts_dir"]))
     stored = _record(1).data.artifacts["onnx"]["-"]
-    assert (out / "model.onnx").read_bytes() == store.path(stored).read_bytes()
+    fetched = study_artifacts(study).download(stored, out.parent / "stored.onnx")
+    assert (out / "model.onnx").read_bytes() == fetched.read_bytes()
     model = nas.load_model(str(out / "arch.json"), str(out / "model.pt"))
     X = torch.rand(17, 64)
     with torch.no_grad():
@@ -166,8 +167,8 @@ def test_retrain_reports_new_and_search_accuracy(at_root, capsys, monkeypatch):
     assert f"accuracy {new:.2f}% (search: {old:.2f}% after 2 epochs)" in stdout
     # The bundled weights are the retrained ones, not the search's.
     study = load_study(NAME)
-    store = ArtifactStore(Path(study.user_attrs[CONFIG_ATTR]["artifacts_dir"]))
-    searched = torch.load(store.path(_record(2).data.artifacts["weights"]), weights_only=True)
+    weights = study_artifacts(study).download(_record(2).data.artifacts["weights"], out.parent / "searched.pt")
+    searched = torch.load(weights, weights_only=True)
     bundled = torch.load(out / "model.pt", weights_only=True)
     assert any(not torch.equal(searched[k], bundled[k]) for k in searched)
     X = load_dataset("digits").X_val

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from device_agents.local import LocalAgent
+from nas.artifacts import study_artifacts
 from nas.export import export_onnx
 from nas.measure import MeasurementCache
 from nas.model import build_model, deployed, spec_seed
@@ -51,7 +53,8 @@ def test_study_completes_with_a_non_dominated_pareto_set(workdir):
         assert trial.values[1] == pytest.approx(record.latency_ms("local"))
         if record.data.trained:
             assert 0.1 < record.data.accuracy <= 1.0
-            assert Path(study_config(study)["artifacts_dir"], record.data.artifacts["weights"]).exists()
+            weights = study_artifacts(study).download(record.data.artifacts["weights"], workdir / f"{trial.number}.pt")
+            assert torch.load(weights, weights_only=True)
 
     directions = [d.name.lower() for d in study.directions]
     feasible = [t for t in done if TrialRecord.from_trial(t).feasible]

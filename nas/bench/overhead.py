@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("NAS_HOME", str(Path(tmp) / "home"))
         storage = f"sqlite:///{tmp}/study.db"
         started = time.perf_counter()
-        start_study("bench", args.space, ["local"], args.trials, storage=storage, artifacts_dir=Path(tmp) / "art")
+        start_study("bench", args.space, ["local"], args.trials, storage=storage, artifacts=str(Path(tmp) / "art"))
         study = run_study("bench", storage=storage)
         wall = time.perf_counter() - started
 

@@ -47,12 +47,16 @@ def study() -> None:
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
               help="Sampler seed (each trial derives its own from it and its trial number).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
+@click.option("--artifacts", metavar="URL", default=None,
+              help="Where ONNX files and weights go: a folder or s3://bucket/prefix (AWS environment "
+                   "variables for endpoint and credentials); stored with the study "
+                   "[default: studies/NAME/artifacts].")
 def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
-          storage: str | None, sampler: str, seed: int, load_if_exists: bool) -> None:
+          storage: str | None, sampler: str, seed: int, load_if_exists: bool, artifacts: str | None) -> None:
     """Start a study NAME over a search space, measuring on the given agents."""
     from nas.study import start_study
 
-    start_study(name, space_path, list(agents), n_trials, storage, sampler, seed, load_if_exists)
+    start_study(name, space_path, list(agents), n_trials, storage, sampler, seed, load_if_exists, artifacts)
     _run(name, storage, None, timeout)
 
 
