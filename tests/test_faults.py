@@ -31,7 +31,7 @@ from device_agents.pool import AgentPool
 from device_agents.probe_models import mlp_model
 from nas.records import TrialData
 from tests.spaces import small_space
-from tests.test_ssh_agent import QUICK, finish, study_cli, study_space, trials_by_state, well_formed
+from tests.test_ssh_agent import QUICK, finish, measuring, study_cli, study_space, trials_by_state, well_formed
 
 pytestmark = pytest.mark.ssh
 
@@ -49,7 +49,7 @@ def wait_for_runner(testbed, process: subprocess.Popen | None = None, lock: Path
     deadline = time.monotonic() + timeout
     while True:
         for pid in testbed.runner_pids():
-            if _measuring(pid) and (lock is None or _read(lock) == str(pid)):
+            if measuring(pid) and (lock is None or _read(lock) == str(pid)):
                 time.sleep(0.3)
                 return pid
         assert process is None or process.poll() is None, "ended early: " + (process.stdout.read() or "")[-2000:]
@@ -62,15 +62,6 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip()
     except OSError:
         return None
-
-
-def _measuring(pid: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    # the runner itself, not the shell around it (whose one -c argument holds the whole command line)
-    return b"--model" in argv and any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv)
 
 
 def gone(pid: int, wait: float = 5.0) -> bool:
@@ -115,7 +106,7 @@ class _TimedAgent(Agent):
     def probe(self) -> dict:
         return {"fingerprint": {"boot_id": self.boot_id}}
 
-    def measure(self, model: Path, settings: MeasureSettings) -> dict:
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict:
         started = time.time()
         time.sleep(0.3)
         return {"started_at": started, "ended_at": time.time()}

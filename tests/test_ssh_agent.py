@@ -15,7 +15,7 @@ import paramiko
 import pytest
 
 from device_agents import registry
-from device_agents.base import AgentError, AgentUnreachable, DeviceError, MeasureSettings, file_sha256
+from device_agents.base import RUNNER_SCHEMA, AgentError, AgentUnreachable, DeviceError, MeasureSettings, file_sha256
 from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
 from device_agents.pool import AgentPool
 from device_agents.ssh import AgentAuthError
@@ -28,7 +28,7 @@ QUICK = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.1, max_seconds=10.0
 
 
 def well_formed(result: dict) -> None:
-    assert result["schema"] == 2 and result["ok"] is True
+    assert result["schema"] == RUNNER_SCHEMA and result["ok"] is True
     latency = result["latency_ms"]
     assert 0 < latency["min"] <= latency["median"] <= latency["p90"]
     assert latency["count"] >= QUICK.min_runs and latency["iqr"] >= 0
@@ -398,9 +398,19 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+def measuring(pid: int) -> bool:
+    """Whether ``pid`` is a runner measuring a model (not a probe, not the shell around a runner)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    # the runner itself, not the shell around it (whose one -c argument holds the whole command line)
+    return b"--model" in argv and any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv)
+
+
 def wait_for_measurement(testbed, process: subprocess.Popen, timeout: float = 120) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
-    while not testbed.runner_pids():
+    while not any(measuring(pid) for pid in testbed.runner_pids()):
         assert process.poll() is None, (
             "the study ended before measuring: " + (process.stdout.read() or "")[-2000:]
         )
