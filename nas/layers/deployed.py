@@ -54,7 +54,8 @@ class DeployedToeplitz(nn.Module):
         blocks, rank, n = g.shape
         as_numpy = {"g": g.detach().double().cpu().numpy(), "h": h.detach().double().cpu().numpy()}
         constants = cls.constants(n, as_numpy["g"], as_numpy["h"])
-        constants = {name: torch.as_tensor(np.ascontiguousarray(value), dtype=g.dtype, device=g.device)
+        dtype = torch.empty((), dtype=g.dtype).numpy().dtype  # rounded by numpy: torch's float64 cast is slow
+        constants = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=dtype)).to(g.device)
                      for name, value in constants.items()}  # fmt: skip
         return cls(n, out_features, blocks, rank, constants, bias)
 

@@ -96,13 +96,13 @@ def layer_matrices(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray
     left_in = real_block(_dft(s.skew) * col[None, :], "planar" if even else "real", "interleaved")
     row = eta ** np.arange(c)
     hh = np.fft.fft((h[..., : n // 2] + 1j * h[..., n // 2 :] if even else h) * eta ** np.arange(length))
-    rows_h = _rows(hh.reshape(blocks * rank, length), s.skew, c, row)
+    rows_h = _rows(hh.reshape(blocks * rank, length), s.skew, c, row, s.skew)
     skew_inverse = real_block(np.conj(_dft(s.skew) * col[None, :]).T / s.skew, "interleaved",
                               "planar" if even else "real")  # fmt: skip
     # Circulant product of real u: the spectrum's first H column rows only.
     forward = real_block(_dft(s.rows)[: s.half], "real", "interleaved")
     gg = np.fft.fft(g).reshape(blocks * rank, n)
-    rows_g = _rows(gg, s.rows, c, np.ones(c))[:, : s.half]  # (blocks r, H, 2C, 2C)
+    rows_g = _rows(gg, s.rows, c, np.ones(c), s.half)  # (blocks r, H, 2C, 2C)
     rows_g = rows_g.reshape(blocks, rank, s.half, 2 * c, 2 * c).transpose(0, 2, 1, 3, 4)
     weights = np.where((np.arange(s.half) == 0) | (2 * np.arange(s.half) == s.rows), 1.0, 2.0)
     left_out = real_block(np.conj(_dft(s.rows))[:, : s.half] * weights / s.rows, "interleaved", "real")
@@ -110,16 +110,20 @@ def layer_matrices(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray
             "rows_g": rows_g.reshape(blocks, s.half, rank * 2 * c, 2 * c), "left_out": left_out}  # fmt: skip
 
 
-def _rows(spectra: np.ndarray, rows: int, cols: int, scale: np.ndarray) -> np.ndarray:
-    """Per-row real matrices (right products, planar rows) of ``scale * twiddle * F_C diag(spectrum)
-    F_C^-1 * conj(twiddle * scale)`` for spectra ``(batch, rows cols)`` in natural order."""
-    twiddle = np.exp(-2j * np.pi * np.outer(np.arange(rows), np.arange(cols)) / (rows * cols)) * scale
+def _rows(spectra: np.ndarray, rows: int, cols: int, scale: np.ndarray, keep: int) -> np.ndarray:
+    """Per-row real matrices (right products on planar rows) of ``scale * twiddle * F_C diag(spectrum)
+    F_C^-1 * conj(twiddle * scale)``, rows ``k_1 < keep``, for spectra ``(batch, rows cols)`` in
+    natural order; ``(batch, keep, 2C, 2C)``."""
+    k1 = np.arange(keep)
+    twiddle = np.exp(-2j * np.pi * np.outer(k1, np.arange(cols)) / (rows * cols)) * scale
     fc = _dft(cols)
-    spectrum = spectra.reshape(-1, cols, rows).transpose(0, 2, 1)  # [.., k1, k2] = spectra[k1 + rows k2]
-    forward = twiddle[:, :, None] * fc  # (rows, j2, k2)
-    inverse = np.conj(fc)[None] * np.conj(twiddle)[:, None, :] / cols  # (rows, k2, j2)
-    p = np.einsum("rjk,brk,rkl->brjl", forward, spectrum, inverse)
-    return np.swapaxes(real_block(np.swapaxes(p, -1, -2), "planar", "planar"), -1, -2)
+    spectrum = spectra.reshape(-1, cols, rows)[:, :, :keep].transpose(0, 2, 1)  # [.., k1, k2] = spectra[k1 + rows k2]
+    forward = twiddle[:, :, None] * fc  # (keep, j2, k2)
+    inverse = np.conj(forward).transpose(0, 2, 1) / cols  # (keep, k2, j2)
+    p = (forward * spectrum[:, :, None, :]) @ inverse  # z @ p per row: z' = z_re p_re - z_im p_im + i(...)
+    out = np.empty((*p.shape[:2], 2, cols, 2, cols))
+    out[:, :, 0, :, 0], out[:, :, 0, :, 1], out[:, :, 1, :, 0], out[:, :, 1, :, 1] = p.real, p.imag, -p.imag, p.real
+    return out.reshape(*p.shape[:2], 2 * cols, 2 * cols)
 
 
 def _dft(size: int) -> np.ndarray:
