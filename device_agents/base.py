@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
-RUNNER_SCHEMA = 1
+RUNNER_SCHEMA = 2
 
 # Fingerprint fields that identify the device and its software; frequencies and temperatures change
 # from run to run and are recorded with each result but do not invalidate cached measurements.
@@ -47,22 +47,25 @@ class DeviceError(AgentError):
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How to measure: the runner's knobs. Part of the measurement cache key."""
+    """How to measure: the runner's knobs (the one place their defaults live). Part of the cache key."""
 
     threads: int = 1
     batch: int = 1
     warmup: int = 5
     min_runs: int = 20
-    min_seconds: float = 0.3
+    min_seconds: float = 0.2
+    min_sample_ms: float = 1.0
     max_seconds: float = 60.0
     max_spread: float = 0.25
+    max_rounds: int = 3
     pin_cpu: int | None = None
 
     def runner_args(self) -> list[str]:
         args = [
             "--threads", str(self.threads), "--batch", str(self.batch), "--warmup", str(self.warmup),
             "--min-runs", str(self.min_runs), "--min-seconds", str(self.min_seconds),
-            "--max-seconds", str(self.max_seconds), "--max-spread", str(self.max_spread),
+            "--min-sample-ms", str(self.min_sample_ms), "--max-seconds", str(self.max_seconds),
+            "--max-spread", str(self.max_spread), "--max-rounds", str(self.max_rounds),
         ]
         if self.pin_cpu is not None:
             args += ["--pin-cpu", str(self.pin_cpu)]
@@ -111,8 +114,29 @@ class Agent(ABC):
         """The device's fingerprint and whether ONNX DFT runs (runner ``--probe``)."""
 
     @abstractmethod
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+        """Run the runner on the device with ``models`` (copied there if needed, each passed as
+        ``--model PATH --sha256 HASH``) and ``args``; its parsed result."""
+
+    def timeout_for(self, settings: MeasureSettings, models: int = 1) -> float:
+        """How long a runner call may take: its time limit per round trip, plus slack."""
+        return 60.0 + settings.max_seconds * models
+
     def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
         """Measure one model in a fresh process on the device; the runner's parsed result."""
+        settings = self.settings_for(settings)
+        return self.run_models([Path(model)], settings.runner_args(), self.timeout_for(settings))
+
+    def compare(self, models: list[Path], settings: MeasureSettings) -> dict[str, Any]:
+        """Measure several models interleaved in one process (``paired``: per-model figures, ratios)."""
+        settings = self.settings_for(settings)
+        args = ["--paired", *settings.runner_args()]
+        return self.run_models([Path(m) for m in models], args, self.timeout_for(settings, len(models)))
+
+    def profile(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
+        """Measure one model with onnxruntime's profiler on: adds ``layers_ms`` (ms per call per layer)."""
+        settings = self.settings_for(settings)
+        return self.run_models([Path(model)], ["--profile", *settings.runner_args()], self.timeout_for(settings))
 
     def settings_for(self, settings: MeasureSettings) -> MeasureSettings:
         """The settings a measurement will really use (an agent may pin its own thread count)."""

@@ -15,7 +15,6 @@ from device_agents.base import (
     RUNNER_PATH,
     Agent,
     AgentError,
-    MeasureSettings,
     file_sha256,
     parse_runner_output,
 )
@@ -33,17 +32,19 @@ class LocalAgent(Agent):
         self.timeout = timeout
         self.python = python
 
-    def _run(self, args: list[str]) -> dict[str, Any]:
+    def _run(self, args: list[str], timeout: float | None = None) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [self.python, str(RUNNER_PATH), "--lock", str(self.workdir / "device.lock"), *args]
+        limit = timeout or self.timeout
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise AgentError(f"agent {self.name}: the runner took longer than {self.timeout:.0f} s") from exc
+            raise AgentError(f"agent {self.name}: the runner took longer than {limit:.0f} s") from exc
         return parse_runner_output(done.stdout + done.stderr[-500:] if not done.stdout else done.stdout, self.name)
 
     def probe(self, dft_model: Path | None = None) -> dict[str, Any]:
         return self._run(["--probe", *(["--model", str(dft_model)] if dft_model else [])])
 
-    def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
-        return self._run(["--model", str(model), "--sha256", file_sha256(model), *settings.runner_args()])
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+        files = [part for model in models for part in ("--model", str(model), "--sha256", file_sha256(model))]
+        return self._run([*files, *args], max(timeout, self.timeout))

@@ -6,10 +6,20 @@ This file is copied as-is to every device, so it needs only Python 3.8+, numpy a
 tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf test):
 
 * a fresh process per measurement, because ``VmHWM``/``ru_maxrss`` carry over otherwise;
-* warm-up runs, then timed runs until both a minimum count and a minimum duration are reached,
-  repeated while the spread (IQR / median) is too wide, up to a time limit;
+* warm-up runs, then timed samples until both a minimum count and a minimum duration are reached,
+  repeated while the spread (IQR / median) is too wide, up to a time limit; a measurement still too
+  spread after the last round is marked ``unstable``, never returned as if it were fine;
+* each sample times ``number`` back-to-back calls, sized so that a sample lasts at least
+  ``--min-sample-ms`` (TVM's ``number`` inside ``repeat``): a 20 µs model is not drowned in the
+  timer's and Python's own overhead; figures are per call, with a 95 % interval for the median;
+* ``--paired``: several models in one process, sampled in turn (A, B, A, B, ... after warm-up, the
+  order rotated each round) so slow drifts of the device hit every model alike; the result holds
+  each model's figures and the paired ratios with their intervals;
 * a fixed intra-op thread count and optional CPU pinning;
-* peak and current memory after session creation and after the runs, session-creation time;
+* the model's own memory: the peak (``VmHWM``) is reset just before the session is created, so the
+  peak after the runs minus the resident size before the session is what loading and running the
+  model cost, not Python's, numpy's and onnxruntime's own footprint; the process figures are kept;
+* ``--profile``: onnxruntime's profiler, node times summed per layer (the node name's first part);
 * a device fingerprint with every result;
 * an exclusive ``flock`` on a file in the agent's work dir, so one measurement runs at a time per
   device whatever the number of hosts or workers asking.
@@ -19,6 +29,7 @@ plain message.
 """
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -27,7 +38,7 @@ import platform
 import sys
 import time
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 def _read(path):
@@ -179,8 +190,9 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _session(ort, model, threads):
+def _session(ort, model, threads, profile=False):
     options = ort.SessionOptions()
+    options.enable_profiling = bool(profile)
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -202,68 +214,264 @@ def _inputs(np, session, batch):
     return feeds
 
 
+def _reset_peak():
+    """Reset ``VmHWM`` to the current resident size (Linux 4.0+: ``5`` into ``clear_refs``).
+
+    Without it the peak left by the imports can hide a small model entirely. False where the
+    kernel does not allow it: the peak before the session is then the baseline instead.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# An ONNX model with one Identity node (opset 13, IR 7): loaded once before the peak is reset, so
+# onnxruntime's one-time set-up (environment, kernel registries, allocators) counts as the process's.
+_PRIMER = "CAc6NwoQCgF4EgF5IghJZGVudGl0eRIBcFoPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEA0="
+
+
+def _prime(np, ort, threads):
+    """Create and run a trivial session, so the model's own peak excludes onnxruntime's set-up
+    (and the numpy functions the inputs and statistics need, which numpy sets up lazily)."""
+    import base64
+
+    np.random.default_rng(0)
+    _stats(np, [1.0, 2.0, 3.0])
+    try:
+        session = _session(ort, base64.b64decode(_PRIMER), threads)
+        session.run(None, {"x": np.zeros(1, dtype=np.float32)})
+    except RunnerError:
+        pass  # the figures then include the set-up, which is all that is lost
+
+
+def _model_memory(before, after_runs, reset):
+    """What the model itself costs: the peak after the runs above the process before the session."""
+    base = before["rss_kb"] if reset else before["peak_kb"]
+    return {"model_peak_kb": max(after_runs["peak_kb"] - base, 0), "peak_reset": reset}
+
+
+def _median_interval(np, values):
+    """A distribution-free 95 % interval for the median: the order statistics n/2 -+ 0.98 sqrt(n)."""
+    ordered = np.sort(np.asarray(values))
+    n = ordered.size
+    half = 0.98 * n ** 0.5
+    low = max(int(np.floor(n / 2.0 - half)) - 1, 0)
+    high = min(int(np.ceil(n / 2.0 + half)), n - 1)
+    return float(ordered[low]), float(ordered[high])
+
+
 def _stats(np, samples_ms):
     values = np.asarray(samples_ms)
     q1, median, q3, p90 = np.percentile(values, [25, 50, 75, 90])
+    low, high = _median_interval(np, values)
     return {
         "median": float(median),
         "p90": float(p90),
         "min": float(values.min()),
         "mean": float(values.mean()),
         "iqr": float(q3 - q1),
+        "ci_low": low,
+        "ci_high": high,
         "count": int(values.size),
     }
 
 
-def _timed_runs(np, session, feeds, args):
-    """Timed runs until min count and min duration; again while the spread is too wide."""
+def _sample_ms(session, feeds, number, clock=time.perf_counter):
+    """One timing sample: ``number`` calls back to back, milliseconds per call on ``clock``."""
+    tick = clock()
+    for _ in range(number):
+        session.run(None, feeds)
+    return (clock() - tick) * 1000.0 / number
+
+
+def _paired_clock(threads):
+    """The clock a paired comparison uses: this thread's CPU time when onnxruntime runs on it alone.
+
+    With one intra-op thread the model runs on the calling thread, so its CPU time is the model's
+    compute without the time the OS gave to other processes; on a busy device that noise is most of
+    a wall-clock sample's spread and it does not fall evenly on the forms. With more threads the
+    work is spread over onnxruntime's pool, so wall time it is.
+    """
+    if threads == 1 and hasattr(time, "thread_time"):
+        return "thread_cpu", time.thread_time
+    return "wall", time.perf_counter
+
+
+def _calls_per_sample(session, feeds, min_sample_ms):
+    """TVM's ``number``: calls per sample so that one sample lasts at least ``min_sample_ms``."""
+    number = 1
+    while True:
+        tick = time.perf_counter()
+        for _ in range(number):
+            session.run(None, feeds)
+        elapsed_ms = (time.perf_counter() - tick) * 1000.0
+        if elapsed_ms >= min_sample_ms or number >= 1 << 16:
+            return number
+        per_call = max(elapsed_ms / number, 1e-6)
+        number = min(max(number * 2, int(min_sample_ms * 1.2 / per_call) + 1), 1 << 16)
+
+
+def _spread(stats):
+    return stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
+
+
+def _sample_rounds(np, take, count, args):
+    """Sample rounds until min count and min duration; again while any spread is above the limit.
+
+    ``take(i)`` appends the i-th round's samples (one per model) to the lists it returns. Returns
+    the samples of the last round, how many rounds ran, the timed seconds and whether the last
+    round was still too spread (``unstable``).
+    """
     deadline = time.perf_counter() + args.max_seconds
     rounds = 0
     timed = 0.0
     while True:
         rounds += 1
-        samples = []
+        samples = [[] for _ in range(count)]
         started = time.perf_counter()
-        while len(samples) < args.min_runs or time.perf_counter() - started < args.min_seconds:
-            tick = time.perf_counter()
-            session.run(None, feeds)
-            samples.append((time.perf_counter() - tick) * 1000.0)
-            if time.perf_counter() > deadline and len(samples) >= 3:
+        index = 0
+        while index < args.min_runs or time.perf_counter() - started < args.min_seconds:
+            take(index, samples)
+            index += 1
+            if time.perf_counter() > deadline and index >= 3:
                 break
         timed += time.perf_counter() - started
-        stats = _stats(np, samples)
-        spread = stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
-        if spread <= args.max_spread or rounds >= args.max_rounds or time.perf_counter() > deadline:
-            stats["rounds"] = rounds
-            stats["spread"] = spread
-            stats["timed_s"] = timed
-            return stats
+        spreads = [_spread(_stats(np, each)) for each in samples]
+        unstable = max(spreads) > args.max_spread
+        if not unstable or rounds >= args.max_rounds or time.perf_counter() > deadline:
+            return samples, rounds, timed, unstable
+
+
+def _latency(np, samples, number, rounds, timed, unstable):
+    stats = _stats(np, samples)
+    stats.update({"number": number, "rounds": rounds, "spread": _spread(stats), "timed_s": timed,
+                  "unstable": unstable})
+    return stats
+
+
+def _timed_runs(np, session, feeds, args):
+    """Per-call latency of one model: samples of ``number`` calls, re-measured while too spread."""
+    number = _calls_per_sample(session, feeds, args.min_sample_ms)
+
+    def take(index, samples):
+        samples[0].append(_sample_ms(session, feeds, number))
+
+    samples, rounds, timed, unstable = _sample_rounds(np, take, 1, args)
+    return _latency(np, samples[0], number, rounds, timed, unstable)
+
+
+def _warm(session, feeds, warmup):
+    try:
+        for _ in range(warmup):
+            session.run(None, feeds)
+    except Exception as exc:
+        raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
+
+
+def _check_models(args):
+    if not args.model:
+        raise RunnerError("usage", "--model is required")
+    for index, model in enumerate(args.model):
+        expected = args.sha256[index] if args.sha256 and index < len(args.sha256) else None
+        if expected and _sha256(model) != expected:
+            raise RunnerError("model_corrupt", "model file " + model + " does not match its content hash")
+    if args.pin_cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.pin_cpu})
 
 
 def measure(args):
+    """One model in this fresh process: latency, session time and the model's own memory."""
     np, ort = _import_runtime()
-    if args.sha256 and _sha256(args.model) != args.sha256:
-        raise RunnerError("model_corrupt", f"model file {args.model} does not match its content hash")
-    if args.pin_cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {args.pin_cpu})
+    _check_models(args)
     baseline = _proc_status_kb()
+    _prime(np, ort, args.threads)
+    reset = _reset_peak()
+    before_session = _proc_status_kb()
     tick = time.perf_counter()
-    session = _session(ort, args.model, args.threads)
+    session = _session(ort, args.model[0], args.threads, args.profile)
     session_ms = (time.perf_counter() - tick) * 1000.0
     after_session = _proc_status_kb()
     feeds = _inputs(np, session, args.batch)
+    _warm(session, feeds, args.warmup)
     try:
-        for _ in range(args.warmup):
-            session.run(None, feeds)
         latency = _timed_runs(np, session, feeds, args)
     except Exception as exc:
-        raise RunnerError("run_failed", f"onnxruntime failed running the model: {exc}") from exc
+        raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
     after_runs = _proc_status_kb()
-    return {
-        "latency_ms": latency,
-        "session_ms": session_ms,
-        "memory_kb": {"baseline": baseline, "after_session": after_session, "after_runs": after_runs},
-    }
+    memory = {"baseline": baseline, "before_session": before_session, "after_session": after_session,
+              "after_runs": after_runs}
+    memory.update(_model_memory(before_session, after_runs, reset))
+    result = {"latency_ms": latency, "session_ms": session_ms, "memory_kb": memory}
+    if args.profile:
+        result["layers_ms"] = _layer_times(session.end_profiling())
+    return result
+
+
+def compare(args):
+    """Several models interleaved in this one process: each one's latency and the paired ratios.
+
+    Every round samples each model once, the order rotated from round to round (A B C, B C A, ...),
+    so whatever the device does meanwhile (a frequency step, a background task) falls on all of
+    them; ratio ``i/j`` is the median over rounds of sample i / sample j, with its 95 % interval.
+    Samples are taken on ``_paired_clock`` (named in the result as ``clock``).
+    """
+    np, ort = _import_runtime()
+    _check_models(args)
+    sessions = [_session(ort, model, args.threads) for model in args.model]
+    feeds = [_inputs(np, session, args.batch) for session in sessions]
+    count = len(sessions)
+    for index in range(count):
+        _warm(sessions[index], feeds[index], args.warmup)
+    clock_name, clock = _paired_clock(args.threads)
+    try:
+        numbers = [_calls_per_sample(sessions[i], feeds[i], args.min_sample_ms) for i in range(count)]
+
+        def take(index, samples):
+            for step in range(count):
+                which = (index + step) % count
+                samples[which].append(_sample_ms(sessions[which], feeds[which], numbers[which], clock))
+
+        samples, rounds, timed, unstable = _sample_rounds(np, take, count, args)
+    except Exception as exc:
+        raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
+    models = [_latency(np, samples[i], numbers[i], rounds, timed, unstable) for i in range(count)]
+    ratios = []
+    for i in range(count):
+        for j in range(i + 1, count):
+            paired = np.asarray(samples[i]) / np.asarray(samples[j])
+            low, high = _median_interval(np, paired)
+            ratios.append({"a": i, "b": j, "ratio": float(np.median(paired)), "ci_low": low, "ci_high": high})
+    return {"paired": {"models": models, "ratios": ratios, "timed_s": timed, "clock": clock_name}}
+
+
+def _layer_times(profile_path):
+    """Node times from onnxruntime's profile, summed per layer, in ms per call.
+
+    A node's layer is the first part of its name's path (``/0/node_mul`` -> ``0``; the exporter
+    names nodes after their module; a fused node keeps the name of the first one); nodes without
+    one are grouped under their op type. Each node's time
+    is its mean over the calls it ran in, so warm-up and calibration calls do not skew it.
+    """
+    with open(profile_path) as handle:
+        events = json.load(handle)
+    with contextlib.suppress(OSError):
+        os.remove(profile_path)
+    nodes = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        node = event["name"][: -len("_kernel_time")]
+        parts = node.split("/")  # "/0/node_mul", or "fused /0/node_linear" for a node onnxruntime fused
+        layer = parts[1] if len(parts) > 2 else event.get("args", {}).get("op_name", node)
+        total, count = nodes.get(node, (layer, 0.0, 0))[1:]
+        nodes[node] = (layer, total + event.get("dur", 0) / 1000.0, count + 1)
+    layers = {}
+    for layer, total, count in nodes.values():
+        layers[layer] = layers.get(layer, 0.0) + total / count
+    return layers
 
 
 def probe(args):
@@ -272,7 +480,7 @@ def probe(args):
     if args.model:
         try:
             np, ort = _import_runtime()
-            session = _session(ort, args.model, args.threads)
+            session = _session(ort, args.model[0], args.threads)
             session.run(None, _inputs(np, session, 1))
             result["dft"] = True
         except RunnerError as exc:
@@ -303,14 +511,18 @@ class _DeviceLock:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="ONNX model to measure (or, with --probe, a DFT test model)")
+    parser.add_argument("--model", action="append",
+                        help="ONNX model to measure (or, with --probe, a DFT test model); several with --paired")
     parser.add_argument("--probe", action="store_true", help="print the device fingerprint only")
-    parser.add_argument("--sha256", help="expected content hash of --model")
+    parser.add_argument("--paired", action="store_true", help="measure the --model files interleaved")
+    parser.add_argument("--profile", action="store_true", help="also return time per layer (onnxruntime profiler)")
+    parser.add_argument("--sha256", action="append", help="expected content hash of each --model, in order")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--min-runs", type=int, default=20)
-    parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--min-runs", type=int, default=20, help="samples per round, at least")
+    parser.add_argument("--min-seconds", type=float, default=0.2, help="seconds per round, at least")
+    parser.add_argument("--min-sample-ms", type=float, default=1.0, help="calls per sample so that one lasts this long")
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median is above")
     parser.add_argument("--max-rounds", type=int, default=3)
@@ -329,9 +541,7 @@ def main(argv=None):
             if args.probe:
                 result.update(probe(args))
             else:
-                if not args.model:
-                    raise RunnerError("usage", "--model is required")
-                result.update(measure(args))
+                result.update(compare(args) if args.paired else measure(args))
                 result["fingerprint"] = fingerprint(args.threads)
             result["ended_at"] = time.time()
     except RunnerError as exc:

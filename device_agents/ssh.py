@@ -489,26 +489,31 @@ class SSHAgent(Agent):
             return dataclasses.replace(settings, threads=self.target.threads)
         return settings
 
-    def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
-        model = Path(model)
-        settings = self.settings_for(settings)
-        digest = file_sha256(model)
-        timeout = max(self.command_timeout, settings.max_seconds + self.command_timeout)
+    def timeout_for(self, settings: MeasureSettings, models: int = 1) -> float:
+        return self.command_timeout + settings.max_seconds * models
+
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+        digests = [file_sha256(model) for model in models]
         started = time.monotonic()
 
+        def upload() -> list[str]:
+            files = []
+            for model, digest in zip(models, digests, strict=True):
+                files += ["--model", self._upload(model, digest), "--sha256", digest]
+            return files
+
         def operation() -> dict[str, Any]:
-            remote = self._upload(model, digest)
-            args = ["--model", remote, "--sha256", digest, *settings.runner_args()]
+            files = upload()
             try:
-                return self._runner_call(args, timeout)
+                return self._runner_call([*files, *args], timeout)
             except DeviceError as exc:
                 if exc.kind != "model_corrupt":
                     raise
-            self.log(f"agent {self.name}: {model.name} arrived damaged; uploading it again")
-            self._sftp_call("remove a damaged model", lambda sftp: sftp.remove(remote))
-            self._uploaded.discard(digest)
-            remote = self._upload(model, digest)
-            return self._runner_call(args, timeout)
+            self.log(f"agent {self.name}: a model arrived damaged; uploading it again")
+            for remote in files[1::4]:
+                self._sftp_call("remove a damaged model", lambda sftp, path=remote: sftp.remove(path))
+            self._uploaded.difference_update(digests)
+            return self._runner_call([*upload(), *args], timeout)
 
         result, attempts = self._retrying(operation)
         self._fingerprint = result.get("fingerprint", self._fingerprint)

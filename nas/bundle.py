@@ -35,7 +35,7 @@ from nas.layers import FORMS
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord
-from nas.spec import ArchSpec
+from nas.spec import FORMS, ArchSpec
 from nas.storage import artifact_store, study_config, study_dir
 
 __all__ = ["Choice", "choose", "load_model", "write_bundle"]
@@ -60,7 +60,7 @@ class Choice:
     @property
     def form(self) -> str:
         """The deployed form that measured fastest on the agent ("-" without Toeplitz-like layers)."""
-        winner = self.record.attrs.get("winner", {}).get(self.agent)
+        winner = self.record.winner(self.agent)
         return winner or (self.record.spec.form if self.record.spec else "-")
 
 
@@ -86,14 +86,14 @@ def load_model(arch_path: str | Path, weights_path: str | Path) -> nn.Module:
 
 
 def _describe(record: TrialRecord, agent: str) -> str:
-    code = record.attrs.get("code") or (record.spec.code if record.spec else "?")
+    code = record.data.code or (record.spec.code if record.spec else "?")
     parts = [f"trial {record.number} ({code}"]
-    if record.attrs.get("accuracy") is not None:
-        parts.append(f", accuracy {100 * record.attrs['accuracy']:.2f}%")
+    if record.data.accuracy is not None:
+        parts.append(f", accuracy {100 * record.data.accuracy:.2f}%")
     if record.latency_ms(agent) is not None:
         parts.append(f", {record.latency_ms(agent):.3g} ms")
-    if record.peak_mb(agent) is not None:
-        parts.append(f", {record.peak_mb(agent):.1f} MiB")
+    if record.model_peak_mib(agent) is not None:
+        parts.append(f", model peak {record.model_peak_mib(agent):.1f} MiB")
     return "".join(parts) + ")"
 
 
@@ -114,7 +114,7 @@ def _dominator(trial: FrozenTrial, study: optuna.Study, front: list[FrozenTrial]
 
 
 def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float | None = None,
-           max_memory_mb: float | None = None, agent: str | None = None) -> Choice:
+           max_model_peak_mib: float | None = None, agent: str | None = None) -> Choice:
     """The trial to bundle: ``trial`` itself, or the most accurate trained trial within the limits."""
     config = study_config(study)
     agent = _agent(config, study, agent)
@@ -122,17 +122,17 @@ def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float 
     on_front = {t.number for t in front}
     if trial is not None:
         return _choose_number(study, trial, agent, front)
-    if max_latency_ms is None and max_memory_mb is None:
-        raise UserError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-memory-mb Y)")
+    if max_latency_ms is None and max_model_peak_mib is None:
+        raise UserError("give --trial N, or a limit to pick by (--max-latency-ms X, --max-model-peak-mib Y)")
 
     limits = [(what, limit, unit, getter) for what, limit, unit, getter in (
         ("latency", max_latency_ms, "ms", lambda r: r.latency_ms(agent)),
-        ("peak memory", max_memory_mb, "MiB", lambda r: r.peak_mb(agent)),
+        ("model peak memory", max_model_peak_mib, "MiB", lambda r: r.model_peak_mib(agent)),
     ) if limit is not None]
     wanted = " and ".join(f"{what} <= {limit:g} {unit}" for what, limit, unit, _ in limits) + f" on {agent}"
     candidates = [(t, TrialRecord.from_trial(t)) for t in study.get_trials(deepcopy=False)
-                  if is_feasible(t) and t.user_attrs.get("trained") is not False
-                  and t.user_attrs.get("accuracy") is not None]
+                  if is_feasible(t)]
+    candidates = [(t, r) for t, r in candidates if r.data.trained and r.data.accuracy is not None]
     if not candidates:
         raise UserError(f"study {study.study_name!r} has no trained feasible trial yet "
                         f"({len(study.trials)} trials); run 'nas study resume {study.study_name}'")
@@ -153,15 +153,15 @@ def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float 
             meeting.append((frozen, record))
     if not meeting:
         frozen, record = min(candidates, key=lambda c: (max(p[0] for p in misses[c[0].number]),
-                                                        -c[1].attrs["accuracy"]))
+                                                        -c[1].data.accuracy))
         worst = "; ".join(text for _, text in misses[frozen.number])
         raise UserError(f"no trained trial meets {wanted} ({len(candidates)} checked); "
                         f"closest: {_describe(record, agent)}: {worst}")
-    frozen, record = max(meeting, key=lambda c: (c[1].attrs["accuracy"], c[0].number in on_front,
+    frozen, record = max(meeting, key=lambda c: (c[1].data.accuracy, c[0].number in on_front,
                                                  -(c[1].latency_ms(agent) or math.inf), -c[0].number))
     notes = [f"meets {wanted}"]
     excluded = [(t, r) for t, r in candidates if t.number in on_front and t.number in misses]
-    for t, r in sorted(excluded, key=lambda c: -c[1].attrs["accuracy"]):
+    for t, r in sorted(excluded, key=lambda c: -c[1].data.accuracy):
         notes.append(f"excluded {_describe(r, agent)}: " + "; ".join(text for _, text in misses[t.number]))
     if frozen.number not in on_front:
         notes.append(f"trial {frozen.number} is not on the Pareto set over the study's objectives: "
@@ -177,14 +177,14 @@ def _choose_number(study: optuna.Study, number: int, agent: str, front: list[Fro
         raise UserError(f"study {study.study_name!r} has no trial {number} ({span})")
     record = TrialRecord.from_trial(found)
     if found.state != TrialState.COMPLETE:
-        reason = found.user_attrs.get("fail_reason")
+        reason = record.data.fail_reason
         raise UserError(f"trial {number} did not complete (state {found.state.name}"
                         f"{': ' + reason if reason else ''}); pick a complete trial ('nas report "
                         f"{study.study_name}' lists them)")
-    if found.user_attrs.get("infeasible") or not found.user_attrs.get("artifacts"):
-        why = "; ".join(found.user_attrs.get("infeasible") or []) or "it has no stored weights"
+    if record.data.infeasible or not record.data.artifacts:
+        why = "; ".join(record.data.infeasible) or "it has no stored weights"
         raise UserError(f"trial {number} was not trained: {why}")
-    if agent not in found.user_attrs.get("winner", {}):
+    if record.winner(agent) is None:
         raise UserError(f"trial {number} was not measured on agent {agent!r}")
     notes = []
     on_front = any(t.number == number for t in front)
@@ -244,27 +244,24 @@ def check_onnx(model: nn.Module, onnx_path: Path, X: torch.Tensor) -> tuple[dict
 
 def _measurement_summary(record: TrialRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for agent, forms in (record.attrs.get("measurements") or {}).items():
-        out[agent] = {"winner": record.attrs.get("winner", {}).get(agent), "forms": {}}
-        for form, result in forms.items():
-            latency = result.get("latency_ms", {})
-            peak_kb = result.get("memory_kb", {}).get("after_runs", {}).get("peak_kb")
+    for agent, measured in record.data.agents.items():
+        out[agent] = {"winner": measured.winner, "forms": {},
+                      "paired": measured.paired.model_dump(exclude={"runner"}) if measured.paired else None}
+        for form, figures in measured.forms.items():
             out[agent]["forms"][form] = {
-                "median_ms": latency.get("median"), "p90_ms": latency.get("p90"),
-                "min_ms": latency.get("min"), "iqr_ms": latency.get("iqr"), "runs": latency.get("count"),
-                "session_ms": result.get("session_ms"),
-                "peak_mb": None if peak_kb is None else peak_kb / 1024.0,
+                **figures.model_dump(exclude={"runner"}),
+                "runs": figures.runner.get("latency_ms", {}).get("count"),
+                "session_ms": figures.runner.get("session_ms"),
             }
     return out
 
 
 def _fingerprints(record: TrialRecord) -> dict[str, Any]:
     out = {}
-    for agent, forms in (record.attrs.get("measurements") or {}).items():
-        winner = record.attrs.get("winner", {}).get(agent)
-        result = forms.get(winner) or next(iter(forms.values()), {})
-        if result.get("fingerprint"):
-            out[agent] = result["fingerprint"]
+    for agent, measured in record.data.agents.items():
+        chosen = measured.chosen
+        if chosen is not None and chosen.runner.get("fingerprint"):
+            out[agent] = chosen.runner["fingerprint"]
     return out
 
 
@@ -286,11 +283,11 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
         raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial "
                         f"{record.number} expects {spec.in_features}")
     store = artifact_store(study)
-    artifacts = record.attrs.get("artifacts") or {}
+    artifacts = record.data.artifacts or {}
     model = build_model(spec)
     model.load_state_dict(torch.load(store.path(artifacts["weights"]), map_location="cpu", weights_only=True))
     model.eval()
-    search_accuracy = record.attrs.get("accuracy")
+    search_accuracy = record.data.accuracy
     retrain = None
     if retrain_epochs:
         training = space.training
@@ -300,7 +297,7 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
                        weight_decay=training.weight_decay, seed=training.seed)
         model.eval()
         retrain = {"epochs": retrain_epochs, "accuracy": result.accuracy, "seconds": result.seconds,
-                   "search_epochs": record.attrs.get("epochs"), "search_accuracy": search_accuracy}
+                   "search_epochs": record.data.epochs, "search_accuracy": search_accuracy}
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +381,8 @@ def bundle_readme(metrics: dict[str, Any]) -> str:
     if measured:
         lines.append(f"- on `{agent}`: median {measured['median_ms']:.3g} ms, "
                      f"p90 {measured['p90_ms']:.3g} ms, "
-                     f"peak memory {measured['peak_mb']:.1f} MiB (batch {measure.get('batch', 1)}, {threads} "
+                     f"the model's own peak memory {measured['model_peak_mib']:.1f} MiB "
+                     f"(batch {measure.get('batch', 1)}, {threads} "
                      f"thread{'s' if threads != 1 else ''}; latency does not depend on the weights)")
     form_note = {
         "fft": "the FFT form of the Toeplitz-like layers (ONNX `DFT`, opset 18: needs onnxruntime >= 1.16)",

@@ -54,7 +54,10 @@ class OnnxOps:
     # -- bookkeeping ---------------------------------------------------------------------------
     def node(self, op: str, inputs: Sequence[str], **attributes: object) -> str:
         name = f"n{len(self.nodes)}"
-        self.nodes.append(helper.make_node(op, list(inputs), [name], name=name, **attributes))
+        # the node (not its output) is named after its top-level module (``/0/n12``): a profile groups by it
+        layer = self.prefix.split(".")[0]
+        node_name = f"/{layer}/{name}" if layer else name
+        self.nodes.append(helper.make_node(op, list(inputs), [name], name=node_name, **attributes))
         return name
 
     def initializer(self, name: str, value: np.ndarray) -> str:

@@ -1,9 +1,15 @@
-"""Measure a candidate's deployed forms on agents, through the study's measurement cache.
+"""Measure a candidate's deployed forms on an agent and choose one, through the study's measurement cache.
 
-The cache key is (model content hash, the agent's stable fingerprint, runner settings), so an
+Per agent: every form alone in a fresh runner process (its latency and its own memory), then, when
+more than one form runs there, all of them interleaved in one process (``Agent.compare``); the
+choice is made on those paired ratios with a tie margin, and a tie goes to the smaller file. A form
+the device cannot run (no ``DFT``, an opset its onnxruntime does not know, a load failure) is
+recorded as unavailable there and the others go on.
+
+The cache key is (model content hashes, the agent's stable fingerprint, runner settings), so an
 identical candidate, or the same candidate in a resumed study, is never measured twice. The cache
-lives in the study's storage: every measurement is stored in its trial's ``measurements`` user
-attribute as soon as it is made, and the cache is rebuilt from those on start.
+lives in the study's storage: it is rebuilt on start from the runner results kept in each trial's
+record.
 """
 
 from __future__ import annotations
@@ -13,9 +19,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
 import optuna
 
-from device_agents.base import Agent, MeasureSettings, file_sha256, fingerprint_key
+from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
+from nas.records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
+from nas.spec import FORMS
+
+# runner errors that mean "this model cannot run on this device", not "the device is in trouble"
+UNAVAILABLE_KINDS = ("model_load_failed", "run_failed", "unsupported_input")
+KIB_PER_MIB = 1024.0
 
 
 def cache_key(model_sha256: str, agent: Agent, settings: MeasureSettings) -> str:
@@ -25,14 +38,18 @@ def cache_key(model_sha256: str, agent: Agent, settings: MeasureSettings) -> str
 
 
 class MeasurementCache:
-    """Measurements by cache key, filled from the study's trials and from new measurements."""
+    """Runner results by cache key, filled from the study's trial records and from new measurements."""
 
     def __init__(self, study: optuna.Study | None = None) -> None:
         self._entries: dict[str, dict[str, Any]] = {}
         for trial in study.get_trials(deepcopy=False) if study else ():
-            for forms in trial.user_attrs.get("measurements", {}).values():
-                for result in forms.values():
-                    self._entries.setdefault(result["cache_key"], result)
+            data = TrialData.load(trial.user_attrs)
+            for measured in data.agents.values():
+                runs = [form.runner for form in measured.forms.values()]
+                runs += [measured.paired.runner] if measured.paired else []
+                for result in runs:
+                    if result.get("cache_key"):
+                        self._entries.setdefault(result["cache_key"], result)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -43,19 +60,110 @@ class MeasurementCache:
     def measure(self, agent: Agent, model: Path, settings: MeasureSettings) -> dict[str, Any]:
         """The cached result for this model on this agent, or a fresh measurement (then cached)."""
         key = cache_key(file_sha256(model), agent, settings)
+        return self._cached(key, lambda: agent.measure(model, settings))
+
+    def compare(self, agent: Agent, models: list[Path], settings: MeasureSettings) -> dict[str, Any]:
+        """The cached paired measurement of these models (in this order), or a fresh one."""
+        key = cache_key("paired:" + ",".join(file_sha256(m) for m in models), agent, settings)
+        return self._cached(key, lambda: agent.compare(models, settings))
+
+    def _cached(self, key: str, run: Any) -> dict[str, Any]:
         hit = self._entries.get(key)
         if hit is not None:
             return {**hit, "cached": True}
-        result = {**agent.measure(model, settings), "cache_key": key, "cached": False}
+        result = {**run(), "cache_key": key, "cached": False}
         self._entries[key] = result
         return result
 
 
-def summarise(result: dict[str, Any]) -> dict[str, float]:
-    """The figures a table needs from one runner result."""
-    latency = result["latency_ms"]
-    return {
-        "median_ms": latency["median"],
-        "p90_ms": latency["p90"],
-        "peak_mb": result["memory_kb"]["after_runs"]["peak_kb"] / 1024.0,
-    }
+def model_facts(path: Path) -> tuple[int, set[str]]:
+    """The bytes of a model's weights (its initializers) and the op types it uses."""
+    model = onnx.load(str(path), load_external_data=False)
+    weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    return weights, {node.op_type for node in model.graph.node}
+
+
+def form_measurement(result: dict[str, Any]) -> FormMeasurement:
+    """The figures of one runner result (per call, MiB)."""
+    latency, memory = result["latency_ms"], result["memory_kb"]
+    return FormMeasurement(
+        median_ms=latency["median"], p90_ms=latency["p90"], ci_low_ms=latency["ci_low"],
+        ci_high_ms=latency["ci_high"], spread=latency["spread"], unstable=latency["unstable"],
+        calls_per_sample=latency["number"], model_peak_mib=memory["model_peak_kb"] / KIB_PER_MIB,
+        process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB, runner=result,
+    )
+
+
+def choose_form(result: dict[str, Any], forms: list[str], sizes: dict[str, int], tie_margin: float
+                ) -> tuple[str, Paired]:
+    """The form to deploy from a paired measurement of ``forms`` (in the order measured).
+
+    The fastest by median, unless another form is not shown slower than it by more than
+    ``tie_margin`` (the lower end of its paired ratio's 95 % interval is within the margin): then
+    the smallest file among the tied ones (then the order of ``nas.spec.FORMS``). Noise widens the
+    interval and so makes a tie, never a wrong winner.
+    """
+    paired = result["paired"]
+    medians = {form: model["median"] for form, model in zip(forms, paired["models"], strict=True)}
+    ratios = [PairedRatio(a=forms[r["a"]], b=forms[r["b"]], ratio=r["ratio"], ci_low=r["ci_low"],
+                          ci_high=r["ci_high"]) for r in paired["ratios"]]
+    fastest = min(forms, key=lambda form: medians[form])
+    tied = [form for form in forms if form == fastest or _ratio_low(ratios, form, fastest) <= 1.0 + tie_margin]
+    winner = min(tied, key=lambda form: (sizes.get(form, 0), _order(form)))
+    return winner, Paired(forms=forms, median_ms=medians, ratios=ratios, tied=tied, runner=result)
+
+
+def _ratio_low(ratios: list[PairedRatio], a: str, b: str) -> float:
+    """The lower end of the interval of latency(a) / latency(b)."""
+    for entry in ratios:
+        if (entry.a, entry.b) == (a, b):
+            return entry.ci_low
+        if (entry.a, entry.b) == (b, a):
+            return 1.0 / entry.ci_high
+    raise KeyError((a, b))
+
+
+def _order(form: str) -> int:
+    return FORMS.index(form) if form in FORMS else len(FORMS)
+
+
+def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path], settings: MeasureSettings,
+                  tie_margin: float, sizes: dict[str, int] | None = None,
+                  unavailable: dict[str, str] | None = None) -> AgentMeasurement:
+    """Every form of one candidate on ``agent`` and the one to deploy there.
+
+    ``unavailable`` names forms known beforehand not to run there (with why); a form whose model
+    the device cannot load or run is added to them. An agent where no form runs is a DeviceError.
+    """
+    unavailable = dict(unavailable or {})
+    sizes = sizes or {form: path.stat().st_size for form, path in files.items()}
+    forms: dict[str, FormMeasurement] = {}
+    for form, path in files.items():
+        if form in unavailable:
+            forms[form] = FormMeasurement(available=False, reason=unavailable[form])
+            continue
+        try:
+            forms[form] = form_measurement(cache.measure(agent, path, settings))
+        except DeviceError as exc:
+            if exc.kind not in UNAVAILABLE_KINDS:
+                raise
+            forms[form] = FormMeasurement(available=False, reason=str(exc).splitlines()[0])
+    runs = [form for form in files if forms[form].available]
+    if not runs:
+        why = "; ".join(f"{form}: {forms[form].reason}" for form in files)
+        raise DeviceError(f"agent {agent.name}: no deployed form of this candidate runs there ({why})", "no_form")
+    if len(runs) == 1:
+        return AgentMeasurement(forms=forms, winner=runs[0])
+    winner, paired = choose_form(cache.compare(agent, [files[f] for f in runs], settings), runs, sizes, tie_margin)
+    return AgentMeasurement(forms=forms, winner=winner, paired=paired)
+
+
+def device_seconds(measured: AgentMeasurement) -> float:
+    """Seconds the device spent in timed runs for this candidate (cached results cost none)."""
+    runs = [form.runner for form in measured.forms.values()] + ([measured.paired.runner] if measured.paired else [])
+    return sum(_timed_s(run) for run in runs if run and not run.get("cached"))
+
+
+def _timed_s(result: dict[str, Any]) -> float:
+    return result["paired"]["timed_s"] if "paired" in result else result["latency_ms"]["timed_s"]
+

@@ -17,6 +17,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.records import TrialData
+
 Direction = str | StudyDirection
 
 
@@ -54,7 +56,7 @@ def is_feasible(trial: FrozenTrial) -> bool:
     """Completed, within every Optuna constraint and without recorded constraint violations."""
     return (trial.state == TrialState.COMPLETE and trial.values is not None
             and all(value <= 0.0 for value in trial.constraints.values())
-            and not trial.user_attrs.get("infeasible"))
+            and not TrialData.load(trial.user_attrs).infeasible)
 
 
 def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[Direction]) -> list[FrozenTrial]:

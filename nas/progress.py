@@ -14,20 +14,37 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from nas.records import AgentMeasurement, TrialRecord
+
 
 def trial_line(trial: FrozenTrial) -> str:
-    """``#3  T2 D  64-256-10  acc 0.962  latency 0.041 ms (fft)  ...`` for one finished trial."""
-    attrs = trial.user_attrs
-    head = f"#{trial.number:<3} {attrs.get('code', '?'):<14} {attrs.get('widths', ''):<16}"
+    """``#3  T2 D  64-256-10  acc 0.962  0.041 ms@local (fft) 0.8 MiB  ...`` for one finished trial.
+
+    A latency still too spread after the runner's last round is marked ``unstable``; a form the
+    agent cannot run is named.
+    """
+    record = TrialRecord.from_trial(trial)
+    data = record.data
+    head = f"#{trial.number:<3} {data.code or '?':<14} {data.widths or '':<16}"
     if trial.state == TrialState.FAIL:
-        return f"{head} [red]failed[/]: {attrs.get('fail_reason', 'see the log')}"
-    latency = "  ".join(
-        f"{ms:.3f} ms@{agent} ({attrs.get('winner', {}).get(agent, '-')})"
-        for agent, ms in attrs.get("latency_ms", {}).items()
-    )
-    if attrs.get("infeasible"):
-        return f"{head} [yellow]infeasible[/] ({'; '.join(attrs['infeasible'])})  {latency}  not trained"
-    return f"{head} acc {attrs.get('accuracy', 0):.3f}  {latency}  params {attrs.get('params', 0):,}"
+        return f"{head} [red]failed[/]: {data.fail_reason or 'see the log'}"
+    latency = "  ".join(_agent_figures(agent, measured) for agent, measured in data.agents.items())
+    if data.infeasible:
+        return f"{head} [yellow]infeasible[/] ({'; '.join(data.infeasible)})  {latency}  not trained"
+    return f"{head} acc {data.accuracy or 0:.3f}  {latency}  params {data.params or 0:,}"
+
+
+def _agent_figures(agent: str, measured: AgentMeasurement) -> str:
+    chosen = measured.chosen
+    if chosen is None:
+        return f"-@{agent}"
+    text = f"{chosen.median_ms:.4g} ms@{agent} ({measured.winner}) {chosen.model_peak_mib:.1f} MiB"
+    if chosen.unstable:
+        text += f" [yellow]unstable[/] (spread {chosen.spread:.0%})"
+    missing = [form for form, figures in measured.forms.items() if not figures.available]
+    if missing:
+        text += f" [dim]{', '.join(missing)} unavailable[/]"
+    return text
 
 
 class StudyProgress:

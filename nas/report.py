@@ -1,6 +1,6 @@
 """The Pareto report of a study: a terminal table, CSV/JSON files, a PNG and one offline HTML page.
 
-Everything here reads the trial user attributes described in ``nas.records`` and the study
+Everything here reads the typed trial records of ``nas.records`` and the study
 config (``nas.storage.study_config``); nothing is re-measured or re-trained. The Pareto set is
 computed by ``nas.pareto`` over the study's own objectives and cross-checked with Optuna's
 ``best_trials``.
@@ -10,7 +10,7 @@ Files written (``studies/NAME/report/`` by default):
 ``pareto.csv``   the Pareto set, one row per trial, most accurate first
 ``trials.csv``   every trial, with its status (pareto, dominated, infeasible, failed, running...)
 ``pareto.json``  the Pareto set with full architecture specs, the counts, fingerprints and settings
-``pareto.png``   accuracy vs latency and vs peak memory on the chosen agent
+``pareto.png``   accuracy vs latency and vs the model's own peak memory on the chosen agent
 ``report.html``  one self-contained page (plotly.js inlined: it works offline)
 """
 
@@ -32,14 +32,14 @@ from optuna.trial import FrozenTrial, TrialState
 from device_agents.base import fingerprint_key
 from nas.errors import UserError
 from nas.pareto import disagreement, is_feasible, pareto_front
-from nas.records import TrialRecord
+from nas.records import TrialData, TrialRecord
 from nas.storage import study_config, study_dir
 
 FILES = ("pareto.csv", "trials.csv", "pareto.json", "pareto.png", "report.html")
 STATUS_ORDER = ("pareto", "dominated", "infeasible", "failed", "running", "waiting", "pruned")
 CONSTRAINT_TEXT = {
     "max_latency_ms": ("latency", "ms"),
-    "max_peak_mb": ("peak memory", "MiB"),
+    "max_model_peak_mib": ("model peak memory", "MiB"),
     "max_params": ("parameters", ""),
 }
 # Colours shared by the PNG and the HTML page.
@@ -118,35 +118,42 @@ def _status(trial: FrozenTrial, on_front: set[int]) -> str:
 def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) -> dict[str, Any]:
     """One flat row per trial: the columns of trials.csv and of the tables."""
     record = TrialRecord.from_trial(trial)
-    attrs = record.attrs
-    winner = attrs.get("winner", {})
-    form = winner.get(focus)
-    onnx_bytes = attrs.get("onnx_bytes", {})
-    if form is None and len(onnx_bytes) == 1:
-        form = next(iter(onnx_bytes))
-    size = onnx_bytes.get(form)
+    data = record.data
+    form = record.winner(focus)
+    if form is None and len(data.onnx_bytes) == 1:
+        form = next(iter(data.onnx_bytes))
+    size = data.onnx_bytes.get(form)
     row: dict[str, Any] = {
         "trial": trial.number,
         "status": _status(trial, on_front),
-        "code": attrs.get("code") or (record.spec.code if record.spec else None),
-        "widths": attrs.get("widths") or (record.spec.widths if record.spec else None),
+        "code": data.code or (record.spec.code if record.spec else None),
+        "widths": data.widths or (record.spec.widths if record.spec else None),
         "form": form,
-        "params": attrs.get("params"),
+        "params": data.params,
         "onnx_kb": None if size is None else size / 1024.0,
-        "accuracy": attrs.get("accuracy"),
+        "weight_kb": None if data.weight_bytes.get(form) is None else data.weight_bytes[form] / 1024.0,
+        "accuracy": data.accuracy,
     }
+    unstable = []
     for name in agents:
-        row[f"latency_ms@{name}"] = attrs.get("latency_ms", {}).get(name)
-        row[f"p90_ms@{name}"] = attrs.get("latency_p90_ms", {}).get(name)
-        row[f"peak_mb@{name}"] = attrs.get("peak_mb", {}).get(name)
-        row[f"form@{name}"] = winner.get(name)
+        chosen = record.chosen(name)
+        row[f"latency_ms@{name}"] = chosen.median_ms if chosen else None
+        row[f"p90_ms@{name}"] = chosen.p90_ms if chosen else None
+        row[f"ci_ms@{name}"] = (f"{chosen.ci_low_ms:.4g}-{chosen.ci_high_ms:.4g}"
+                                if chosen and chosen.ci_low_ms is not None else None)
+        row[f"model_peak_mib@{name}"] = chosen.model_peak_mib if chosen else None
+        row[f"process_peak_mib@{name}"] = chosen.process_peak_mib if chosen else None
+        row[f"form@{name}"] = record.winner(name)
+        if chosen and chosen.unstable:
+            unstable.append(name)
     row.update({
-        "infeasible": "; ".join(attrs.get("infeasible") or []) or None,
-        "fail_reason": attrs.get("fail_reason"),
-        "epochs": attrs.get("epochs"),
-        "train_seconds": attrs.get("train_seconds"),
+        "unstable": ", ".join(unstable) or None,
+        "infeasible": "; ".join(data.infeasible) or None,
+        "fail_reason": data.fail_reason,
+        "epochs": data.epochs,
+        "train_seconds": data.train_seconds,
         "values": list(trial.values) if trial.values is not None else None,
-        "spec": attrs.get("spec"),
+        "spec": data.spec,
     })
     return row
 
@@ -156,11 +163,11 @@ def _violated(trial: FrozenTrial) -> list[str]:
     keys = [key for key, value in trial.constraints.items() if value > 0]
     if keys:
         return keys
-    return [line.split()[0] if line.split() else line for line in trial.user_attrs.get("infeasible") or []]
+    return [line.split()[0] if line.split() else line for line in TrialData.load(trial.user_attrs).infeasible]
 
 
 def _fail_reason(trial: FrozenTrial, retried: set[int]) -> str:
-    reason = (trial.user_attrs.get("fail_reason") or "").strip()
+    reason = (TrialData.load(trial.user_attrs).fail_reason or "").strip()
     if reason:
         return reason.splitlines()[0]
     if trial.number in retried:
@@ -194,8 +201,9 @@ def _fingerprints(trials: list[FrozenTrial], agents: list[str]) -> tuple[dict[st
     latest: dict[str, tuple[float, dict[str, Any]]] = {}
     keys: dict[str, set[str]] = {}
     for trial in trials:
-        for agent, forms in (trial.user_attrs.get("measurements") or {}).items():
-            for result in forms.values():
+        for agent, measured in TrialData.load(trial.user_attrs).agents.items():
+            for form in measured.forms.values():
+                result = form.runner
                 fingerprint = result.get("fingerprint")
                 if not fingerprint:
                     continue
@@ -239,7 +247,9 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
             columns.append((f"form\n{name}", f"form@{name}", "str"))
         columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"),
                     (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
-                    (f"peak MiB\n{name}", f"peak_mb@{name}", "mb")]
+                    (f"model peak MiB\n{name}", f"model_peak_mib@{name}", "mb")]
+    if any(row.get("unstable") for row in report.pareto):
+        columns.append(("unstable on", "unstable", "str"))
     return columns
 
 
@@ -276,6 +286,11 @@ def count_lines(report: Report) -> list[str]:
         shown = "; ".join(f"{n}x {reason}" for reason, n in reasons[:5])
         more = f"; and {len(reasons) - 5} other reasons" if len(reasons) > 5 else ""
         lines.append(f"{c['failed']} failed: {shown}{more}.")
+    unstable = [row["trial"] for row in report.pareto if row.get("unstable")]
+    if unstable:
+        lines.append(f"{len(unstable)} on the Pareto set measured unstable (spread above the limit after the last "
+                     f"round: trials {', '.join(map(str, unstable))}); their latency is less certain: see "
+                     "'nas agent check'.")
     unfinished = [f"{c[s]} {s}" for s in ("running", "waiting", "pruned") if c[s]]
     if unfinished:
         lines.append("Not finished: " + ", ".join(unfinished) + ".")
@@ -306,9 +321,10 @@ _NOT_IN_PARETO = ("status", "infeasible", "fail_reason")
 
 def csv_columns(agents: list[str]) -> list[str]:
     """The columns of trials.csv, in order (pareto.csv drops status, infeasible and fail_reason)."""
-    per_agent = [f"{what}@{a}" for a in agents for what in ("latency_ms", "p90_ms", "peak_mb", "form")]
-    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "accuracy", *per_agent,
-            "infeasible", "fail_reason", "epochs", "train_seconds"]
+    per_agent = [f"{what}@{a}" for a in agents
+                 for what in ("latency_ms", "p90_ms", "ci_ms", "model_peak_mib", "process_peak_mib", "form")]
+    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", *per_agent,
+            "unstable", "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 
 def pareto_frame(report: Report) -> pd.DataFrame:
@@ -386,11 +402,12 @@ class _View:
 def _views(report: Report) -> list[_View]:
     a = report.agent
     limits = report.constraints
-    lat, mem = limits.get("max_latency_ms"), limits.get("max_peak_mb")
+    lat, mem = limits.get("max_latency_ms"), limits.get("max_model_peak_mib")
     return [
         _View(f"latency_ms@{a}", f"Accuracy vs latency on {a}", f"median latency on {a} (ms)", lat,
               f"limit {lat:g} ms" if lat else ""),
-        _View(f"peak_mb@{a}", f"Accuracy vs peak memory on {a}", f"peak memory (VmHWM) on {a} (MiB)", mem,
+        _View(f"model_peak_mib@{a}", f"Accuracy vs the model's peak memory on {a}",
+              f"model's own peak memory on {a} (MiB)", mem,
               f"limit {mem:g} MiB" if mem else ""),
     ]
 
@@ -575,8 +592,9 @@ def _hover(row: dict[str, Any], report: Report) -> str:
     lines.append(f"params {_fmt(row.get('params'), 'int')}  ONNX {_fmt(row.get('onnx_kb'), 'kb')} KiB")
     for name in report.agents:
         latency, p90 = _fmt(row.get(f"latency_ms@{name}"), "ms"), _fmt(row.get(f"p90_ms@{name}"), "ms")
-        peak = _fmt(row.get(f"peak_mb@{name}"), "mb")
-        lines.append(f"{name}: {latency} ms (p90 {p90}), {peak} MiB, form {row.get(f'form@{name}') or '-'}")
+        peak = _fmt(row.get(f"model_peak_mib@{name}"), "mb")
+        lines.append(f"{name}: {latency} ms (p90 {p90}), model peak {peak} MiB, "
+                     f"form {row.get(f'form@{name}') or '-'}")
     if row.get("infeasible"):
         lines.append("infeasible: " + row["infeasible"])
     title = f"<b>trial {row['trial']}</b> ({html.escape(row['status'])})"
@@ -731,8 +749,10 @@ the members no other member beats in that view); grey: dominated; light grey: in
 <h2>Pareto set ({len(report.pareto)} trials, most accurate first)</h2>
 {_table_html(report.pareto, table_columns(report), "pareto")}
 <p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
-D dense. Form: the deployed form of the Toeplitz-like layers that measured fastest (fft, fftmm or dense).
-Latency: median and p90 of the timed runs; memory: peak resident set (VmHWM) of the measuring process.</p>
+D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent (fft, fftmm or dense; measured interleaved; within
+the tie margin the smaller file). Latency: per call, median and p90 of the timed samples; model peak: the
+peak resident set (VmHWM) after the runs above the process before the model was loaded, i.e. the model's own
+memory, not the measuring process's. "unstable": still too spread after the runner's last round.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from device_agents.base import MeasureSettings
 from nas.data import check_source
 from nas.errors import UserError
 from nas.spec import FORMS, ArchSpec, LayerSpec
@@ -37,9 +38,9 @@ else:  # pragma: no cover - Python 3.10
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 # metric -> optimisation direction; latency and memory are measured on an agent
-METRICS = {"accuracy": "maximize", "latency_ms": "minimize", "peak_mb": "minimize", "params": "minimize",
+METRICS = {"accuracy": "maximize", "latency_ms": "minimize", "model_peak_mib": "minimize", "params": "minimize",
            "onnx_kb": "minimize"}
-AGENT_METRICS = ("latency_ms", "peak_mb")
+AGENT_METRICS = ("latency_ms", "model_peak_mib")
 # A hidden layer of width w holds up to a dense w x w float32 matrix (the `dense` deployed form, the
 # dense and materialised layers), and training keeps about four of them (weights, gradients, Adam's two
 # moments): at 16384 that is 1 GiB each, 4 GiB in all, the most a layer may take on a 16 GiB machine.
@@ -70,7 +71,15 @@ class LayerChoices(_Strict):
     kinds: list[Literal["dense", "lowrank", "toeplitz"]] = Field(["dense", "lowrank", "toeplitz"], min_length=1)
     lowrank_ranks: list[PositiveInt] = Field([4, 8, 16], min_length=1)
     displacement_ranks: list[PositiveInt] = Field([1, 2, 4], min_length=1)
-    forms: list[Literal["fft", "fftmm", "dense"]] = Field(["fft", "fftmm", "dense"], min_length=1)
+    forms: list[str] = Field(list(FORMS), min_length=1)
+
+    @field_validator("forms")
+    @classmethod
+    def _known_forms(cls, forms: list[str]) -> list[str]:
+        unknown = [form for form in forms if form not in FORMS]
+        if unknown:
+            raise ValueError(f"unknown deployed form {unknown[0]!r}; allowed: {', '.join(FORMS)}")
+        return forms
 
 
 class Backbone(_Strict):
@@ -99,23 +108,39 @@ class Training(_Strict):
 
 
 class Objective(_Strict):
-    metric: Literal["accuracy", "latency_ms", "peak_mb", "params", "onnx_kb"]
+    metric: Literal["accuracy", "latency_ms", "model_peak_mib", "params", "onnx_kb"]
     agent: str | None = Field(None, description="agent measuring latency/memory; default: the study's first")
 
 
 class Constraints(_Strict):
     max_latency_ms: PositiveFloat | None = None
-    max_peak_mb: PositiveFloat | None = None
+    max_model_peak_mib: PositiveFloat | None = Field(
+        None, description="the model's own peak memory on each agent (not the measuring process's), MiB")
     max_params: PositiveInt | None = None
 
 
+_RUNNER = MeasureSettings()  # the runner's defaults live there, once
+
+
 class Measure(_Strict):
-    threads: PositiveInt = 1
-    batch: PositiveInt = 1
-    warmup: int = Field(5, ge=0)
-    min_runs: PositiveInt = 20
-    min_seconds: float = Field(0.2, ge=0)
-    max_spread: PositiveFloat = 0.25
+    """How candidates are measured: the runner's settings, and the tie margin of the form choice."""
+
+    threads: PositiveInt = _RUNNER.threads
+    batch: PositiveInt = _RUNNER.batch
+    warmup: int = Field(_RUNNER.warmup, ge=0)
+    min_runs: PositiveInt = _RUNNER.min_runs
+    min_seconds: float = Field(_RUNNER.min_seconds, ge=0)
+    min_sample_ms: float = Field(_RUNNER.min_sample_ms, ge=0, description="calls per sample so one lasts this long")
+    max_seconds: PositiveFloat = _RUNNER.max_seconds
+    max_spread: PositiveFloat = _RUNNER.max_spread
+    max_rounds: PositiveInt = _RUNNER.max_rounds
+    pin_cpu: int | None = Field(_RUNNER.pin_cpu, ge=0)
+    tie_margin: float = Field(0.03, ge=0, lt=1, description="forms within this paired ratio of the fastest "
+                              "tie; the smaller file wins")
+
+    def settings(self) -> MeasureSettings:
+        """The runner's settings (everything but the host-side tie margin)."""
+        return MeasureSettings(**self.model_dump(exclude={"tie_margin"}))
 
 
 class SearchSpace(_Strict):
@@ -128,7 +153,8 @@ class SearchSpace(_Strict):
     output: LayerChoices = LayerChoices(kinds=["dense"])
     training: Training = Training()
     objectives: list[Objective] = Field(
-        [Objective(metric="accuracy"), Objective(metric="latency_ms"), Objective(metric="peak_mb")], min_length=1)
+        [Objective(metric="accuracy"), Objective(metric="latency_ms"), Objective(metric="model_peak_mib")],
+        min_length=1)
     constraints: Constraints = Constraints()
     measure: Measure = Measure()
 
@@ -140,18 +166,34 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _ranks_fit_widths(self) -> SearchSpace:
+        """A rank above a layer's input or output width is refused: it would not be a structure at all.
+
+        Hidden layers take and give backbone widths (the first one takes the data's features, which
+        are checked when the data is loaded); the output layer takes a backbone width.
+        """
         smallest = min(self.backbone.widths)
-        for where, choices in self._hidden_choices():
+        for where, choices in [*self._hidden_choices(), ("output", self.output)]:
             for field in ("lowrank_ranks", "displacement_ranks"):
                 kind = "lowrank" if field == "lowrank_ranks" else "toeplitz"
                 too_big = [rank for rank in getattr(choices, field) if rank > smallest]
                 if kind in choices.kinds and too_big:
                     raise ValueError(f"{where}.{field}: rank {too_big[0]} is larger than the smallest width "
-                                     f"{smallest}; allowed: ranks <= {smallest}")
+                                     f"{smallest} a layer takes or gives; allowed: ranks <= {smallest}")
         if len(self.layer) > max(self.backbone.hidden_layers):
             raise ValueError(f"layer: {len(self.layer)} overrides for at most {max(self.backbone.hidden_layers)} "
                              "hidden layers")
         return self
+
+    def check_data(self, in_features: int, num_classes: int, source: str = "<search space>") -> None:
+        """Refuse ranks the data makes too large: the first layer takes ``in_features``, the output
+        layer gives ``num_classes`` (SpaceError, one line)."""
+        for where, choices, width, what in [(*self._hidden_choices()[0], in_features, "input features"),
+                                             ("output", self.output, num_classes, "classes")]:
+            for field, kind in (("lowrank_ranks", "lowrank"), ("displacement_ranks", "toeplitz")):
+                too_big = [rank for rank in getattr(choices, field) if rank > width]
+                if kind in choices.kinds and too_big:
+                    raise SpaceError(f"{source}: {where}.{field}: rank {too_big[0]} is larger than the data's "
+                                     f"{width} {what}; allowed: ranks <= {width}")
 
     def _hidden_choices(self) -> list[tuple[str, LayerChoices]]:
         return [("layers", self.layers)] + [(f"layer[{i}]", c) for i, c in enumerate(self.layer)]
@@ -164,6 +206,9 @@ class SearchSpace(_Strict):
         """Each objective with its direction, agent and label (``latency_ms@pi4``), in value order."""
         out = []
         for objective in self.objectives:
+            if objective.agent is not None and objective.agent not in agents:
+                raise SpaceError(f"objective {objective.metric}: agent {objective.agent!r} is not one of the "
+                                 f"study's agents ({', '.join(agents)}); add it with --agent or change the objective")
             agent = (objective.agent or agents[0]) if objective.metric in AGENT_METRICS else None
             label = f"{objective.metric}@{agent}" if agent else objective.metric
             if any(o["label"] == label for o in out):
@@ -175,7 +220,9 @@ class SearchSpace(_Strict):
 
     def forms(self) -> list[str]:
         """Deployed forms to measure for Toeplitz-like layers (all layers in one form at a time)."""
-        allowed = [c.forms for _, c in self._hidden_choices()] + [self.output.forms]
+        allowed = [c.forms for _, c in self._hidden_choices() if "toeplitz" in c.kinds]
+        if "toeplitz" in self.output.kinds:
+            allowed.append(self.output.forms)
         return [form for form in FORMS if any(form in forms for forms in allowed)]
 
     def sample(self, trial: optuna.Trial, in_features: int, num_classes: int) -> ArchSpec:

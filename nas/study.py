@@ -25,15 +25,16 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from device_agents.base import Agent, AgentError, AgentUnreachable, MeasureSettings
+from device_agents.base import Agent, AgentError, AgentUnreachable
 from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
 from nas.data import Dataset, load_dataset
 from nas.errors import UserError
 from nas.export import ExportError, export_onnx
-from nas.measure import MeasurementCache, summarise
+from nas.measure import MeasurementCache, device_seconds, measure_forms, model_facts
 from nas.model import build_model, deployed, spec_seed
 from nas.names import check_study_name
+from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, storage_url, study_config, study_dir
@@ -66,111 +67,103 @@ class CandidateEvaluator:
         self.data = data
         self.cache = cache
         self.store = store
-        self.settings = MeasureSettings(**config["measure"])
+        self.settings = self.space.measure.settings()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        record = TrialData(worker=_WORKER, retry_of=trial.user_attrs.get(RETRY_ATTR))
         try:
-            return self._evaluate(trial)
+            return self._evaluate(trial, record)
         except Exception as exc:  # recorded for the report, then handled by optimize(catch=...)
-            trial.set_user_attr("fail_reason", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            record.fail_reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             # a device that was down is worth another try on resume; a model it cannot load is not
-            trial.set_user_attr("retryable", isinstance(exc, AgentUnreachable))
+            record.retryable = isinstance(exc, AgentUnreachable)
+            record.save(trial)
             raise
 
-    def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
+    def _evaluate(self, trial: optuna.Trial, record: TrialData) -> tuple[float, ...]:
         clock = _Clock()
         spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
         earlier = _same_candidate(trial)
         if earlier is not None:
-            return _repeat(trial, earlier)
+            return _repeat(trial, earlier, record)
         model = build_model(spec, seed=spec_seed(spec))
         params = sum(p.numel() for p in model.parameters())
-        attrs = {"spec": spec.to_dict(), "code": spec.code, "widths": spec.widths, "params": params, "worker": _WORKER}
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        record.spec, record.code, record.widths, record.params = spec.to_dict(), spec.code, spec.widths, params
+        record.save(trial)
         clock.lap("sample")
 
         with tempfile.TemporaryDirectory(prefix="nas-candidate-") as tmp:
             forms = self.space.forms() if spec.has_toeplitz else [spec.form]
             untrained = {form: self._export(model, spec.with_form(form), Path(tmp) / f"{form}.onnx") for form in forms}
-            trial.set_user_attr("onnx_bytes", {form: path.stat().st_size for form, path in untrained.items()})
+            record.onnx_bytes = {form: path.stat().st_size for form, path in untrained.items()}
+            facts = {form: model_facts(path) for form, path in untrained.items()}
+            record.weight_bytes = {form: weights for form, (weights, _) in facts.items()}
             clock.lap("export")
-            measurements = self._measure(trial, untrained)
-            clock.lap("measure", device=_device_seconds(measurements))
+            self._measure(trial, record, untrained, {form: ops for form, (_, ops) in facts.items()})
+            clock.lap("measure", device=sum(device_seconds(m) for m in record.agents.values()))
 
-            winner, figures = self._record_winners(trial, measurements)
+            winner = {agent: measured.winner for agent, measured in record.agents.items()}
             primary = self.config["agents"][0]
             spec = spec.with_form(winner[primary]) if spec.has_toeplitz else spec
-            trial.set_user_attr("spec", spec.to_dict())
-            violations = self._check_constraints(trial, figures, params)
-            trial.set_user_attr("infeasible", violations)
-            trial.set_user_attr("trained", not violations)
+            record.spec = spec.to_dict()
+            figures = {agent: measured.chosen for agent, measured in record.agents.items()}
+            record.infeasible = self._check_constraints(trial, figures, params)
+            record.trained = not record.infeasible
             accuracy = 0.0
-            if not violations:
-                accuracy = self._train(trial, model, clock)
-                trial.set_user_attr("artifacts", self._save_artifacts(model, spec, set(winner.values())))
+            if record.trained:
+                accuracy = self._train(record, model, clock)
+                record.artifacts = self._save_artifacts(model, spec, set(winner.values()))
                 clock.lap("artifacts")
-        trial.set_user_attr("timing", clock.laps)
+        record.timing = clock.laps
+        record.save(trial)
 
         values = {"accuracy": accuracy, "params": float(params),
-                  "onnx_kb": trial.user_attrs["onnx_bytes"][winner[primary]] / 1024.0}
+                  "onnx_kb": record.onnx_bytes[winner[primary]] / 1024.0}
         return tuple(
-            values[o["name"]] if o["agent"] is None else figures[o["agent"]][_FIGURE[o["name"]]]
+            values[o["name"]] if o["agent"] is None else getattr(figures[o["agent"]], _FIGURE[o["name"]])
             for o in self.config["objectives"]
         )
 
     def _export(self, model: torch.nn.Module, spec: ArchSpec, path: Path) -> Path:
         return export_onnx(deployed(model, spec), spec.in_features, path)
 
-    def _record_winners(self, trial: optuna.Trial, measurements: dict[str, dict[str, Any]]
-                        ) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
-        """Per agent, the deployed form with the lowest median latency, and its figures."""
-        winner = {agent: min(by_form, key=lambda form: by_form[form]["latency_ms"]["median"])
-                  for agent, by_form in measurements.items()}
-        figures = {agent: summarise(measurements[agent][form]) for agent, form in winner.items()}
-        trial.set_user_attr("winner", winner)
-        trial.set_user_attr("latency_ms", {a: f["median_ms"] for a, f in figures.items()})
-        trial.set_user_attr("latency_p90_ms", {a: f["p90_ms"] for a, f in figures.items()})
-        trial.set_user_attr("peak_mb", {a: f["peak_mb"] for a, f in figures.items()})
-        return winner, figures
-
-    def _train(self, trial: optuna.Trial, model: torch.nn.Module, clock: _Clock) -> float:
+    def _train(self, record: TrialData, model: torch.nn.Module, clock: _Clock) -> float:
         training = self.space.training
         result = train(model, self.data, epochs=training.epochs, batch_size=training.batch_size,
                        optimizer=training.optimizer, learning_rate=training.learning_rate,
                        weight_decay=training.weight_decay, seed=training.seed)
-        trial.set_user_attr("accuracy", result.accuracy)
-        trial.set_user_attr("train_seconds", result.seconds)
-        trial.set_user_attr("epochs", result.epochs)
+        record.accuracy, record.train_seconds, record.epochs = result.accuracy, result.seconds, result.epochs
         clock.lap("train", train=result.seconds)
         return result.accuracy
 
-    def _measure(self, trial: optuna.Trial, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    def _measure(self, trial: optuna.Trial, record: TrialData, files: dict[str, Path],
+                 ops: dict[str, set[str]]) -> None:
         """Every form on every agent, the agents in parallel; what was measured is stored even if an agent fails."""
+        sizes = record.onnx_bytes
+        tie_margin = self.space.measure.tie_margin
 
-        def on_device(agent: Agent) -> dict[str, Any]:
-            return {form: self.cache.measure(agent, path, self.settings) for form, path in files.items()}
+        def on_device(agent: Agent) -> AgentMeasurement:
+            lacking = {form: reason for form in files if (reason := _lacks(agent.name, ops[form]))}
+            return measure_forms(self.cache, agent, files, self.settings, tie_margin, sizes, lacking)
 
         futures = {name: self.pool.call(name, on_device) for name in self.config["agents"]}
-        measurements: dict[str, dict[str, Any]] = {}
         errors = []
         for name, future in futures.items():
             try:
-                measurements[name] = future.result()
+                record.agents[name] = future.result()
             except AgentError as exc:
                 errors.append(exc)
-        trial.set_user_attr("measurements", measurements)
+        record.save(trial)
         if errors:
             raise errors[0]
-        return measurements
 
-    def _check_constraints(self, trial: optuna.Trial, figures: dict[str, dict[str, float]], params: int) -> list[str]:
+    def _check_constraints(self, trial: optuna.Trial, figures: dict[str, FormMeasurement], params: int) -> list[str]:
         """Set each hard constraint (feasible when <= 0) and say which are broken."""
         limits = self.space.constraints
         checks: list[tuple[str, float, float | None]] = [("params", float(params), limits.max_params)]
         for agent, figure in figures.items():
-            checks.append((f"latency_ms@{agent}", figure["median_ms"], limits.max_latency_ms))
-            checks.append((f"peak_mb@{agent}", figure["peak_mb"], limits.max_peak_mb))
+            checks.append((f"latency_ms@{agent}", figure.median_ms, limits.max_latency_ms))
+            checks.append((f"model_peak_mib@{agent}", figure.model_peak_mib, limits.max_model_peak_mib))
         violations = []
         for key, value, limit in checks:
             if limit is None:
@@ -192,7 +185,16 @@ class CandidateEvaluator:
             return {"weights": self.store.put(weights, ".pt"), "onnx": onnx}
 
 
-_FIGURE = {"latency_ms": "median_ms", "peak_mb": "peak_mb"}
+def _lacks(agent: str, ops: set[str]) -> str | None:
+    """Why a model with these ops cannot run on a registered agent (its probe found no DFT), if so."""
+    if "DFT" not in ops or agent == LOCAL:
+        return None
+    if get_agent(agent).get("dft") is False:
+        return "the device's onnxruntime cannot run ONNX DFT (found by its probe)"
+    return None
+
+
+_FIGURE = {"latency_ms": "median_ms", "model_peak_mib": "model_peak_mib"}
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -212,12 +214,6 @@ class _Clock:
         self.last = now
 
 
-def _device_seconds(measurements: dict[str, dict[str, Any]]) -> float:
-    """Seconds the devices spent in timed runs (cached results cost none)."""
-    return sum(r["latency_ms"]["timed_s"] for forms in measurements.values() for r in forms.values()
-               if not r["cached"])
-
-
 def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
     """An earlier complete trial with exactly these parameters (samplers do propose repeats)."""
     for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -226,13 +222,11 @@ def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
     return None
 
 
-def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial, record: TrialData) -> tuple[float, ...]:
     """Record a repeated candidate as its earlier trial's result: training is seeded, so it would be the same."""
-    for key, value in earlier.user_attrs.items():
-        if key not in ("worker", "timing", "retry_of"):
-            trial.set_user_attr(key, value)
-    trial.set_user_attr("repeat_of", earlier.number)
-    trial.set_user_attr("worker", _WORKER)
+    taken = TrialData.load(earlier.user_attrs).model_copy(
+        update={"repeat_of": earlier.number, "worker": record.worker, "retry_of": record.retry_of, "timing": None})
+    taken.save(trial)
     for key, value in earlier.constraints.items():
         trial.set_constraint(key, value)
     return tuple(earlier.values)
@@ -274,7 +268,8 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
         if agent != LOCAL:
             get_agent(agent)
-    load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    space.check_data(data.in_features, data.num_classes, str(space_path))
     config = make_config(space, str(space_path), agents, n_trials, sampler, seed,
                          artifacts_dir or study_dir(name) / "artifacts")
     study = optuna.create_study(
@@ -331,8 +326,8 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
 
 def _requeue_unreachable(study: optuna.Study) -> None:
     """Queue again, once, the candidates whose trial failed because a device was unreachable."""
-    retried = {trial.user_attrs.get("retry_of") for trial in study.get_trials(deepcopy=False)}
+    retried = {TrialData.load(trial.user_attrs).retry_of for trial in study.get_trials(deepcopy=False)}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get("retryable") and trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if TrialData.load(trial.user_attrs).retryable and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 

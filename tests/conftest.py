@@ -189,3 +189,94 @@ def arm64_board():  # noqa: ANN201
     yield board
     if not was_running:
         board.down()
+
+
+MADE_STUDY = "made"
+MADE_SPACE = """
+name = "made"
+[data]
+dataset = "digits"
+[backbone]
+hidden_layers = [1, 3]
+widths = [32, 2048]
+[layers]
+kinds = ["dense", "lowrank", "toeplitz"]
+lowrank_ranks = [4]
+displacement_ranks = [2]
+[training]
+epochs = 2
+learning_rate = 0.01
+[[objectives]]
+metric = "accuracy"
+[[objectives]]
+metric = "latency_ms"
+[[objectives]]
+metric = "model_peak_mib"
+[constraints]
+max_latency_ms = 0.5
+[measure]
+min_runs = 5
+min_seconds = 0.02
+warmup = 1
+max_spread = 1e-6  # no measurement is this steady: every one is flagged unstable, as the report must show
+max_rounds = 1
+"""
+# What each trial of the made study is: (enqueued parameters, what it becomes)
+MADE_TRIALS = [
+    ({"depth": 1, "l0_width": 32, "l0_kind": "toeplitz", "l0_displacement_rank": 2, "out_kind": "dense"}, "trained"),
+    ({"depth": 1, "l0_width": 32, "l0_kind": "dense", "out_kind": "dense"}, "trained"),
+    ({"depth": 1, "l0_width": 32, "l0_kind": "lowrank", "l0_rank": 4, "out_kind": "dense"}, "trained"),
+    ({"depth": 3, **{f"l{i}_width": 2048 for i in range(3)}, **{f"l{i}_kind": "dense" for i in range(3)},
+      "out_kind": "dense"}, "infeasible"),
+    ({"depth": 1, "l0_width": 32, "l0_kind": "toeplitz", "l0_displacement_rank": 2, "out_kind": "dense"}, "repeat"),
+]
+MADE_FAILURE = "agent local: the runner took longer than 300 s"
+
+
+@pytest.fixture(scope="session")
+def _made_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small study made once per session by the real study engine on the local agent.
+
+    Trials 0-4 as MADE_TRIALS says, then trial 5 failed (recorded the way the engine records a
+    failure) and trial 6 still running. Report and pick tests read it instead of hand-written
+    dictionaries in shapes the study never writes.
+    """
+    import optuna
+
+    from nas.records import TrialData
+    from nas.storage import load_study
+    from nas.study import run_study, start_study
+
+    root = tmp_path_factory.mktemp("made")
+    saved_cwd, saved_home = Path.cwd(), os.environ.get("NAS_HOME")
+    os.chdir(root)
+    os.environ["NAS_HOME"] = str(root / "nas_home")
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        (root / "space.toml").write_text(MADE_SPACE)
+        study = start_study(MADE_STUDY, root / "space.toml", ["local"], n_trials=len(MADE_TRIALS), sampler="random")
+        for params, _ in MADE_TRIALS:
+            study.enqueue_trial(params)
+        run_study(MADE_STUDY)
+        study = load_study(MADE_STUDY)
+        failed = study.ask()
+        TrialData(fail_reason=MADE_FAILURE).save(failed)
+        study.tell(failed, state=optuna.trial.TrialState.FAIL)
+        study.ask()  # left running
+    finally:
+        os.chdir(saved_cwd)
+        if saved_home is None:
+            os.environ.pop("NAS_HOME", None)
+        else:
+            os.environ["NAS_HOME"] = saved_home
+    return root
+
+
+@pytest.fixture
+def made_study(_made_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the made study in the test's own folder (its working directory); the study's name is MADE_STUDY."""
+    root = tmp_path / "made"
+    shutil.copytree(_made_study, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("NAS_HOME", str(root / "nas_home"))
+    return root

@@ -10,6 +10,7 @@ import pytest
 
 from device_agents import registry
 from device_agents.base import MeasureSettings
+from nas.records import TrialData
 from tests.spaces import small_space
 
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
@@ -73,9 +74,9 @@ def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_pa
     assert result.exit_code == 0, result.output + repr(result.exception)
     trials = load_study("arm").get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 2, [t.user_attrs.get("fail_reason") for t in trials]
+    assert len(complete) == 2, [TrialData.load(t.user_attrs).fail_reason for t in trials]
     for trial in complete:
-        forms = trial.user_attrs["measurements"][board_agent]
-        assert forms and all(r["fingerprint"]["machine"] == "aarch64" for r in forms.values())
-        assert all(r["latency_ms"]["median"] > 0 for r in forms.values())
-        assert "fft" in forms  # the ONNX DFT form ran on the board
+        forms = TrialData.load(trial.user_attrs).agents[board_agent].forms
+        assert forms and all(f.runner["fingerprint"]["machine"] == "aarch64" for f in forms.values())
+        assert all(f.median_ms > 0 for f in forms.values())
+        assert forms["fft"].available  # the ONNX DFT form ran on the board

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from nas.data import load_dataset
+from nas.records import TrialData
 from nas.study import SEED_MAX, run_seed, run_study, start_study
 from nas.train import TrainingDiverged, train
 from tests.conftest import unavailable
@@ -149,7 +150,7 @@ def test_diverging_training_is_a_failed_trial_never_complete(work: Path) -> None
     start_study("div", write_space(work, space), ["local"], n_trials=2, sampler="random")
     study = run_study("div")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("training diverged" in t.user_attrs["fail_reason"] for t in study.trials)
+    assert all("training diverged" in TrialData.load(t.user_attrs).fail_reason for t in study.trials)
 
 
 # --- study names -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.records import TrialData
 from nas.study import start_study
 from tests.conftest import unavailable
 from tests.spaces import write_space
@@ -36,5 +37,5 @@ def test_two_workers_share_one_study(tmp_path, monkeypatch):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 6
     assert len({t.number for t in complete}) == len(complete)
-    assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers should have run trials"
+    assert len({TrialData.load(t.user_attrs).worker for t in complete}) == 2, "both workers should have run trials"
     optuna.delete_study(study_name=name, storage=URL)

@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.pareto import disagreement, dominates, is_feasible, non_dominated, pareto_front, pareto_trials
+from nas.records import RECORD_ATTR, TrialData
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DIRECTIONS = ["maximize", "minimize", "minimize"]
@@ -45,7 +46,7 @@ def _study(seed: int, n: int = 60) -> tuple[optuna.Study, list[tuple[int, tuple[
                   rng.choice([10.0, 20.0]))
         kind = rng.random()
         if kind < 0.15:
-            study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
+            study.add_trial(create_trial(state=TrialState.FAIL, user_attrs=_record(fail_reason="boom")))
             continue
         if kind < 0.2:
             study.add_trial(create_trial(state=TrialState.RUNNING))
@@ -56,12 +57,17 @@ def _study(seed: int, n: int = 60) -> tuple[optuna.Study, list[tuple[int, tuple[
             values = (1.0, 0.01, 1.0)
         study.add_trial(create_trial(
             values=list(values),
-            user_attrs={"infeasible": ["latency 2 ms > 1 ms on local"] if infeasible else []},
+            user_attrs=_record(infeasible=["latency 2 ms > 1 ms on local"] if infeasible else []),
             system_attrs={"constraints:max_latency_ms": 1.0 if infeasible else -0.5},
         ))
         if not infeasible:
             feasible.append((study.trials[-1].number, values))
     return study, feasible
+
+
+def _record(**fields: object) -> dict:
+    """User attributes holding a trial record with ``fields``, as the study writes them."""
+    return {RECORD_ATTR: TrialData(**fields).model_dump(mode="json")}
 
 
 def test_dominates_follows_directions():
@@ -107,7 +113,7 @@ def test_all_permutations_of_a_small_set_give_the_same_front():
 def test_infeasible_by_user_attr_only_is_excluded_and_reported():
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.add_trial(create_trial(values=[0.9, 1.0], system_attrs={"constraints:max_latency_ms": -1.0}))
-    study.add_trial(create_trial(values=[0.99, 0.1], user_attrs={"infeasible": ["params 10 > 5"]},
+    study.add_trial(create_trial(values=[0.99, 0.1], user_attrs=_record(infeasible=["params 10 > 5"]),
                                  system_attrs={"constraints:max_latency_ms": -1.0}))
     ours = pareto_trials(study.trials, study.directions)
     assert [t.number for t in ours] == [0]

@@ -38,9 +38,12 @@ def test_measurement_is_well_formed(agent, tmp_path):
 
 
 def test_bigger_model_is_slower(agent, tmp_path):
-    small = agent.measure(mlp(tmp_path, 16), FAST)["latency_ms"]["median"]
-    big = agent.measure(mlp(tmp_path, 2048), FAST)["latency_ms"]["median"]
-    assert big > small
+    """Compared the paired way: both in one process, interleaved; the ratio's whole interval is below 1."""
+    paired = agent.compare([mlp(tmp_path, 16), mlp(tmp_path, 2048)], FAST)["paired"]
+    small, big = paired["models"]
+    (ratio,) = paired["ratios"]
+    assert (ratio["a"], ratio["b"]) == (0, 1) and ratio["ci_high"] < 1.0
+    assert small["median"] < big["median"] and small["number"] > big["number"]
 
 
 def test_unloadable_model_is_a_plain_error(agent, tmp_path):

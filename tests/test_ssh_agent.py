@@ -19,6 +19,7 @@ from device_agents.base import AgentError, AgentUnreachable, DeviceError, Measur
 from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
 from device_agents.pool import AgentPool
 from device_agents.ssh import AgentAuthError
+from nas.records import TrialData
 from tests.spaces import small_space
 
 pytestmark = pytest.mark.ssh
@@ -27,7 +28,7 @@ QUICK = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.1, max_seconds=10.0
 
 
 def well_formed(result: dict) -> None:
-    assert result["schema"] == 1 and result["ok"] is True
+    assert result["schema"] == 2 and result["ok"] is True
     latency = result["latency_ms"]
     assert 0 < latency["min"] <= latency["median"] <= latency["p90"]
     assert latency["count"] >= QUICK.min_runs and latency["iqr"] >= 0
@@ -443,17 +444,11 @@ def test_a_study_on_the_loopback_agent_completes_though_sshd_is_killed_mid_measu
     assert "reconnecting" in output
     trials = trials_by_state("s2")
     assert len(trials.get("COMPLETE", [])) == 2 and not trials.get("FAIL"), output[-2000:]
-    for trial in trials["COMPLETE"]:
-        forms = trial.user_attrs["measurements"][loop_agent]
-        assert forms and all(r["fingerprint"]["machine"] == "x86_64" for r in forms.values())
-    assert (
-        sum(
-            r["attempts"]
-            for t in trials["COMPLETE"]
-            for r in t.user_attrs["measurements"][loop_agent].values()
-        )
-        >= 3
-    )  # one was retried
+    measured = [TrialData.load(t.user_attrs).agents[loop_agent] for t in trials["COMPLETE"]]
+    runs = [form.runner for m in measured for form in m.forms.values()]
+    runs += [m.paired.runner for m in measured if m.paired]  # the interleaved run of the forms, if any
+    assert runs and all(r["fingerprint"]["machine"] == "x86_64" for r in runs)
+    assert sum(r["attempts"] for r in runs) > len(runs), output[-3000:]  # one was retried
 
 
 @pytest.mark.slow
@@ -479,7 +474,7 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     output = finish(process, timeout=120)
     failed = trials_by_state("s3").get("FAIL", [])
     assert failed, output[-2000:]
-    reason = failed[0].user_attrs["fail_reason"]
+    reason = TrialData.load(failed[0].user_attrs).fail_reason
     assert "flaky" in reason and "unreachable for 3 s" in reason and "Connection refused" in reason
     assert "unreachable" in output
 
@@ -489,5 +484,5 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     trials = trials_by_state("s3")
     assert len(trials.get("COMPLETE", [])) == 1, resumed.output
     redone = trials["COMPLETE"][0]
-    assert redone.user_attrs["retry_of"] == failed[0].number
+    assert TrialData.load(redone.user_attrs).retry_of == failed[0].number
     assert redone.params == failed[0].params, "resume must redo the candidate whose device was down"

@@ -11,14 +11,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from device_agents.base import MeasureSettings
 from device_agents.local import LocalAgent
 from nas.export import export_onnx
 from nas.measure import MeasurementCache
 from nas.model import build_model, deployed, spec_seed
 from nas.pareto import dominates
-from nas.records import records
-from nas.spec import ArchSpec
+from nas.records import TrialRecord, records
+from nas.space import space_from_dict
 from nas.storage import load_study, study_config
 from nas.study import run_study, start_study
 from tests.spaces import FAST_SPACE, write_space
@@ -45,17 +44,17 @@ def test_study_completes_with_a_non_dominated_pareto_set(workdir):
     done = complete(study)
     assert len(done) == 6
     for trial in done:
-        attrs = trial.user_attrs
-        assert attrs["spec"]["layers"] and attrs["code"]
-        result = attrs["measurements"]["local"][attrs["winner"]["local"]]
-        assert result["latency_ms"]["median"] > 0 and result["fingerprint"]["machine"]
-        assert trial.values[1] == pytest.approx(attrs["latency_ms"]["local"])
-        if attrs["trained"]:
-            assert 0.1 < attrs["accuracy"] <= 1.0
-            assert Path(study_config(study)["artifacts_dir"], attrs["artifacts"]["weights"]).exists()
+        record = TrialRecord.from_trial(trial)
+        assert record.spec.layers and record.data.code == record.spec.code
+        chosen = record.chosen("local")
+        assert chosen.median_ms > 0 and chosen.runner["fingerprint"]["machine"]
+        assert trial.values[1] == pytest.approx(record.latency_ms("local"))
+        if record.data.trained:
+            assert 0.1 < record.data.accuracy <= 1.0
+            assert Path(study_config(study)["artifacts_dir"], record.data.artifacts["weights"]).exists()
 
     directions = [d.name.lower() for d in study.directions]
-    feasible = [t for t in done if not t.user_attrs["infeasible"]]
+    feasible = [t for t in done if TrialRecord.from_trial(t).feasible]
     front = {t.number for t in study.best_trials}
     brute = {a.number for a in feasible
              if not any(dominates(b.values, a.values, directions) for b in feasible if b is not a)}
@@ -88,10 +87,10 @@ def test_candidates_breaking_the_latency_bound_are_never_trained(workdir):
     big, tiny, big_again = records(run_study("bound"))
     for record in (big, big_again):
         assert record.complete and not record.feasible
-        assert record.attrs["infeasible"] == [f"latency_ms@local {record.latency_ms('local'):.4g} > 0.2"]
-        assert not record.attrs["trained"]
-        assert "train_seconds" not in record.attrs and "artifacts" not in record.attrs
-    assert tiny.feasible and tiny.attrs["trained"] and tiny.attrs["train_seconds"] > 0
+        assert record.data.infeasible == [f"latency_ms@local {record.latency_ms('local'):.4g} > 0.2"]
+        assert not record.data.trained
+        assert record.data.train_seconds is None and record.data.artifacts is None
+    assert tiny.feasible and tiny.data.trained and tiny.data.train_seconds > 0
     assert big.number not in {t.number for t in study.best_trials}
 
 
@@ -101,28 +100,28 @@ def test_repeated_spec_is_not_measured_or_trained_again(workdir):
     params = {"depth": 1, "l0_width": 32, "l0_kind": "toeplitz", "l0_displacement_rank": 2, "out_kind": "dense"}
     for _ in range(2):
         study.enqueue_trial(params)
-    first, second = complete(run_study("cache", n_trials=2))
-    assert second.user_attrs["repeat_of"] == first.number and second.values == first.values
+    first, second = (TrialRecord.from_trial(t) for t in complete(run_study("cache", n_trials=2)))
+    assert second.data.repeat_of == first.number and second.values == first.values
     for form in ("fft", "dense"):
-        measured, reused = (t.user_attrs["measurements"]["local"][form] for t in (first, second))
+        measured, reused = (r.data.agents["local"].forms[form].runner for r in (first, second))
         assert not measured["cached"]
         # the same runner process produced both: it was not invoked again
         assert (reused["pid"], reused["started_at"]) == (measured["pid"], measured["started_at"])
-    assert "timing" not in second.user_attrs, "a repeat is neither measured nor trained"
+    assert second.data.timing is None, "a repeat is neither measured nor trained"
 
 
 def test_measurement_cache_is_rebuilt_from_storage(workdir):
     """A resumed study (a new process) finds earlier measurements by model content hash."""
     start_study("rebuilt", write_space(workdir), ["local"], n_trials=1, sampler="random")
-    trial = complete(run_study("rebuilt"))[0]
-    spec = ArchSpec.from_dict(trial.user_attrs["spec"])
+    trial = TrialRecord.from_trial(complete(run_study("rebuilt"))[0])
+    spec = trial.spec
     model = build_model(spec.with_form("fft"), seed=spec_seed(spec.with_form("fft")))
     path = export_onnx(deployed(model, spec), spec.in_features, workdir / "again.onnx")
 
     cache = MeasurementCache(load_study("rebuilt"))
-    settings = MeasureSettings(**study_config(load_study("rebuilt"))["measure"])
+    settings = space_from_dict(study_config(load_study("rebuilt"))["space"]).measure.settings()
     result = cache.measure(LocalAgent(), path, settings)
-    stored = trial.user_attrs["measurements"]["local"][trial.user_attrs["winner"]["local"]]
+    stored = trial.chosen("local").runner
     assert result["cached"] and result["pid"] == stored["pid"]
 
 

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", default="digits")
     args = parser.parse_args(argv)
 
+    from nas.records import TrialData
     from nas.study import run_study, start_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,13 +43,14 @@ def main(argv: list[str] | None = None) -> int:
                   title=f"engine overhead per trial ({args.space}, local agent)")
     sums = {"total": 0.0, "overhead": 0.0}
     for trial in study.trials:
-        timing = trial.user_attrs.get("timing")
-        if not timing or not trial.user_attrs.get("trained"):
+        data = TrialData.load(trial.user_attrs)
+        timing = data.timing
+        if not timing or not data.trained:
             continue
         overhead = timing["total"] - timing["train_s"] - timing["device_s"]
         sums["total"] += timing["total"]
         sums["overhead"] += overhead
-        table.add_row(str(trial.number), trial.user_attrs["code"], f"{timing['total']:.2f}",
+        table.add_row(str(trial.number), data.code or "?", f"{timing['total']:.2f}",
                       f"{timing['train_s']:.2f}", f"{timing['device_s']:.2f}", f"{timing['export']:.2f}",
                       f"{overhead:.2f}", f"{100 * overhead / timing['total']:.1f}")
     console.print(table)

@@ -242,20 +242,23 @@ def check(name: str, model: Path | None, repeat: int) -> None:
             )
         results = []
         table = Table(title=f"{name}: {model.name}, {repeat} measurements")
-        for column in ("#", "median ms", "p90 ms", "IQR/median", "session ms", "peak MiB", "wall s"):
+        for column in ("#", "median ms", "95% interval", "p90 ms", "IQR/median", "calls/sample",
+                       "model peak MiB", "process peak MiB", "wall s"):
             table.add_column(column, justify="right")
         for index in range(repeat):
             started = time.monotonic()
             result = device.measure(model, CALIBRATION_SETTINGS)
             results.append(result)
-            latency = result["latency_ms"]
+            latency, memory = result["latency_ms"], result["memory_kb"]
             table.add_row(
                 str(index + 1),
                 f"{latency['median']:.4f}",
+                f"{latency['ci_low']:.4f}-{latency['ci_high']:.4f}",
                 f"{latency['p90']:.4f}",
-                f"{latency['iqr'] / latency['median']:.1%}" if latency["median"] else "-",
-                f"{result['session_ms']:.1f}",
-                f"{result['memory_kb']['after_runs']['peak_kb'] / 1024:.1f}",
+                f"{latency['spread']:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else ""),
+                str(latency["number"]),
+                f"{memory['model_peak_kb'] / 1024:.1f}",
+                f"{memory['after_runs']['peak_kb'] / 1024:.1f}",
                 f"{time.monotonic() - started:.2f}",
             )
     console.print(
@@ -272,12 +275,13 @@ def check(name: str, model: Path | None, repeat: int) -> None:
     medians = [r["latency_ms"]["median"] for r in results]
     middle = statistics.median(medians)
     spread = (max(medians) - min(medians)) / middle if middle else 0.0
-    verdict = (
-        "[green]stable[/green]"
-        if spread <= 0.10
-        else "[yellow]noisy: check the governor, the temperature and background load[/yellow]"
-    )
-    console.print(f"median of medians {middle:.4f} ms, spread (max-min)/median {spread:.1%}: {verdict}")
+    unstable = sum(1 for r in results if r["latency_ms"]["unstable"])
+    noisy = spread > 0.10 or unstable
+    verdict = "[green]stable[/green]" if not noisy else "[yellow]noisy[/yellow]"
+    console.print(f"median of medians {middle:.4f} ms, spread (max-min)/median {spread:.1%}, "
+                  f"{unstable} of {repeat} measurements unstable: {verdict}")
+    if noisy:
+        console.print(_steadying_advice(fingerprint, record))
 
 
 @agent.command("remove")
@@ -297,6 +301,28 @@ def remove(name: str) -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
+def _steadying_advice(fingerprint: dict[str, Any], record: dict[str, Any] | None) -> str:
+    """What makes this device's timings steadier, from what its fingerprint shows."""
+    tips = []
+    governor = fingerprint.get("governor")
+    if governor and governor != "performance":
+        tips.append(f"the CPU governor is '{governor}': set 'performance' (sudo cpupower frequency-set -g "
+                    "performance, or echo performance into /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor)")
+    hot = [f"{zone} {c:.0f} C" for zone, c in (fingerprint.get("temperature_c") or {}).items() if c >= 70]
+    if hot:
+        tips.append(f"it is hot ({', '.join(hot)}): let it cool, add a heatsink or fan; it throttles")
+    threads = (record or {}).get("target", {}).get("threads") or fingerprint.get("threads") or 1
+    cores = fingerprint.get("cores") or 1
+    if threads >= cores:
+        tips.append(f"{threads} threads on {cores} cores compete with everything else: use fewer "
+                    "(--threads on 'nas agent add', [measure] threads)")
+    tips.append("keep the device idle while it measures (no builds, no desktop, no other studies); "
+                "pin the runner to a quiet core ([measure] pin_cpu)")
+    tips.append("measure longer: [measure] min_seconds, max_rounds; the study marks measurements that stay "
+                "too spread as 'unstable' and the report flags them")
+    return "To steady it:\n" + "\n".join(f"  - {tip}" for tip in tips)
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     latency = result["latency_ms"]
     return {
@@ -304,7 +330,9 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "p90_ms": latency["p90"],
         "iqr_ms": latency["iqr"],
         "session_ms": result.get("session_ms"),
-        "peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
+        "unstable": result["latency_ms"]["unstable"],
+        "model_peak_kb": result["memory_kb"]["model_peak_kb"],
+        "process_peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
         "at": result.get("ended_at"),
     }
 

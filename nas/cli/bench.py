@@ -1,4 +1,4 @@
-"""``nas bench layers|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
+"""``nas bench layers|measure|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 BENCHMARKS = {
     "layers": "nas.bench.layers",
+    "measure": "nas.bench.measure",
     "overhead": "nas.bench.overhead",
     "ssh": "nas.bench.ssh",
 }

@@ -14,8 +14,9 @@ from nas.names import STUDY_NAME
 @click.option("--trial", type=int, metavar="N", help="Bundle this trial.")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="X",
               help="Pick the most accurate trial whose median latency on the agent is at most X ms.")
-@click.option("--max-memory-mb", type=click.FloatRange(min=0, min_open=True), metavar="Y",
-              help="Pick the most accurate trial whose peak memory on the agent is at most Y MiB "
+@click.option("--max-model-peak-mib", type=click.FloatRange(min=0, min_open=True), metavar="Y",
+              help="Pick the most accurate trial whose own peak memory on the agent (not the measuring "
+                   "process's) is at most Y MiB "
                    "(with --max-latency-ms: both).")
 @click.option("--agent", metavar="A",
               help="Agent the limits and the deployed form refer to (default: the study's first).")
@@ -24,7 +25,7 @@ from nas.names import STUDY_NAME
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Bundle folder (default: studies/NAME/bundles/trial-N).")
 @click.option("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///studies/NAME/study.db).")
-def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_mb: float | None,
+def pick(name: str, trial: int | None, max_latency_ms: float | None, max_model_peak_mib: float | None,
          agent: str | None, retrain_epochs: int | None, out: Path | None, storage: str | None) -> None:
     """Pick a trial of study NAME and write a deployable bundle.
 
@@ -36,21 +37,21 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_memory_
     from nas.bundle import choose, default_folder, write_bundle
     from nas.storage import load_study
 
-    if trial is not None and (max_latency_ms is not None or max_memory_mb is not None):
-        raise click.UsageError("give either --trial or limits (--max-latency-ms, --max-memory-mb), not both")
-    if trial is None and max_latency_ms is None and max_memory_mb is None:
+    if trial is not None and (max_latency_ms is not None or max_model_peak_mib is not None):
+        raise click.UsageError("give either --trial or limits (--max-latency-ms, --max-model-peak-mib), not both")
+    if trial is None and max_latency_ms is None and max_model_peak_mib is None:
         raise click.UsageError("give --trial N, or a limit to pick by (--max-latency-ms X, "
-                               "--max-memory-mb Y)")
+                               "--max-model-peak-mib Y)")
     study = load_study(name, storage)
-    choice = choose(study, trial=trial, max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb,
+    choice = choose(study, trial=trial, max_latency_ms=max_latency_ms, max_model_peak_mib=max_model_peak_mib,
                     agent=agent)
     record, agent = choice.record, choice.agent
-    accuracy, latency, peak = record.attrs.get("accuracy"), record.latency_ms(agent), record.peak_mb(agent)
+    accuracy, latency, peak = record.data.accuracy, record.latency_ms(agent), record.model_peak_mib(agent)
     figures = [f"accuracy {100 * accuracy:.2f}%" if accuracy is not None else "",
                f"{latency:.3g} ms median on {agent}" if latency is not None else "",
-               f"{peak:.1f} MiB peak" if peak is not None else "",
+               f"model peak {peak:.1f} MiB" if peak is not None else "",
                f"form {choice.form}"]
-    click.echo(f"Picked trial {record.number}: {record.attrs.get('code')} ({record.attrs.get('widths')}), "
+    click.echo(f"Picked trial {record.number}: {record.data.code} ({record.data.widths}), "
                + ", ".join(f for f in figures if f) + ("" if choice.on_front else " (not on the Pareto set)"))
     for note in choice.notes:
         click.echo(f"  {note}")

@@ -21,7 +21,11 @@ from nas.names import STUDY_NAME
               show_default=True,
               help="What to print: the table, pareto.csv or pareto.json on stdout, or the path of "
                    "report.html. All files are written in every case.")
-def report(name: str, storage: str | None, agent: str | None, out: Path | None, fmt: str) -> None:
+@click.option("--layers", "layers_of", type=click.IntRange(min=0), metavar="TRIAL",
+              help="Instead: measure trial TRIAL on the agent with onnxruntime's profiler and show the time "
+                   "per layer (which layer to make structured next).")
+def report(name: str, storage: str | None, agent: str | None, out: Path | None, fmt: str,
+           layers_of: int | None) -> None:
     """Show the Pareto set of study NAME and write its report files.
 
     The set holds the feasible complete trials no other trial beats on every objective. Files:
@@ -32,6 +36,11 @@ def report(name: str, storage: str | None, agent: str | None, out: Path | None, 
     from nas.report import build_report, default_out, render_table, write_report
     from nas.storage import load_study
 
+    if layers_of is not None:
+        from nas.profile import layer_table
+
+        Console().print(layer_table(load_study(name, storage), layers_of, agent))
+        return
     result = build_report(load_study(name, storage), agent=agent)
     folder = out or default_out(name)
     paths = write_report(result, folder)

@@ -1,0 +1,147 @@
+"""How far the measurements can be trusted, on the demo space and the local agent.
+
+Three tables, each with a target:
+
+* run to run: five architectures of the demo space, each measured ``--repeats`` times in fresh
+  runner processes; the spread (max - min) / median of their medians (target <= 10 %);
+* the form choice: one Toeplitz-like candidate's forms measured and chosen ``--choices`` times
+  (paired, interleaved, with the space's tie margin); how often the most frequent choice came out
+  (target >= 90 %);
+* memory: the model's own peak next to its weight bytes, for the five and for dense layers of
+  widths 256 and 2048 (target: the peak grows by at least 80 % of the weights' growth).
+
+Timing targets assume an idle device; on a busy one (other processes on its cores) the run-to-run
+spread is what the busy device gives, which is the point of measuring it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+SPREAD_TARGET = 0.10
+AGREEMENT_TARGET = 0.9
+MEMORY_TARGET = 0.8
+# (name, hidden layers as (kind, width, rank)); the demo's input and classes (64 -> 10) around them
+ARCHITECTURES = [
+    ("D", [("dense", 128, None)]),
+    ("L16", [("lowrank", 256, 16)]),
+    ("T2", [("toeplitz", 256, 2)]),
+    ("T2 L16", [("toeplitz", 256, 2), ("lowrank", 256, 16)]),
+    ("D D", [("dense", 256, None), ("dense", 256, None)]),
+]
+
+
+def _spec(layers: list[tuple[str, int, int | None]], in_features: int = 64):  # noqa: ANN202 - ArchSpec
+    from nas.spec import ArchSpec, LayerSpec
+
+    return ArchSpec(in_features, tuple(LayerSpec(kind, width, rank) for kind, width, rank in layers)
+                    + (LayerSpec("dense", 10),))
+
+
+def _export(spec, path: Path) -> Path:  # noqa: ANN001 - ArchSpec
+    from nas.export import export_onnx
+    from nas.model import build_model, deployed, spec_seed
+
+    return export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nas bench measure", description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="digits", help="search space whose [measure] settings to use")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per architecture")
+    parser.add_argument("--choices", type=int, default=10, help="repeats of the form choice")
+    args = parser.parse_args(argv)
+
+    from device_agents.local import LocalAgent
+    from nas.measure import MeasurementCache, measure_forms, model_facts
+    from nas.space import load_space
+
+    measure = load_space(args.space).measure
+    settings = measure.settings()
+    console = Console(width=140)
+    missed = []
+    with tempfile.TemporaryDirectory(prefix="nas-bench-measure-") as tmp:
+        folder = Path(tmp)
+        os.environ.setdefault("NAS_HOME", str(folder / "home"))
+        agent = LocalAgent()
+        models = {name: _export(_spec(layers).with_form("fft"), folder / f"{i}.onnx")
+                  for i, (name, layers) in enumerate(ARCHITECTURES)}
+
+        table = Table("layers", "median ms", "min-max of the medians", "spread", "calls/sample", "unstable",
+                      "model peak MiB", "weights MiB", "process peak MiB",
+                      title=f"run to run: {args.repeats} fresh measurements per architecture (local agent)")
+        worst = 0.0
+        memory_rows = []
+        with console.status("measuring architectures ..."):
+            for name, path in models.items():
+                results = [agent.measure(path, settings) for _ in range(args.repeats)]
+                medians = [r["latency_ms"]["median"] for r in results]
+                spread = (max(medians) - min(medians)) / statistics.median(medians)
+                worst = max(worst, spread)
+                peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
+                process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
+                weights = model_facts(path)[0] / 2**20
+                table.add_row(name, f"{statistics.median(medians):.4f}", f"{min(medians):.4f}-{max(medians):.4f}",
+                              f"{spread:.1%}",
+                              str(results[0]["latency_ms"]["number"]),
+                              f"{sum(r['latency_ms']['unstable'] for r in results)}/{args.repeats}",
+                              f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")
+                memory_rows.append((name, peak, weights))
+        console.print(table)
+        console.print(f"largest run-to-run spread {worst:.1%} (target <= {SPREAD_TARGET:.0%})")
+        if worst > SPREAD_TARGET:
+            missed.append(f"run-to-run spread {worst:.1%} > {SPREAD_TARGET:.0%}")
+
+        spec = _spec(ARCHITECTURES[2][1])
+        files = {form: _export(spec.with_form(form), folder / f"choice-{form}.onnx") for form in ("fft", "dense")}
+        sizes = {form: path.stat().st_size for form, path in files.items()}
+        winners: Counter[str] = Counter()
+        ratios = []
+        with console.status("choosing forms ..."):
+            for _ in range(args.choices):
+                measured = measure_forms(MeasurementCache(), agent, files, settings, measure.tie_margin, sizes)
+                winners[measured.winner] += 1
+                ratio = measured.paired.ratios[0]
+                ratios.append(f"{ratio.ratio:.2f} [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]")
+        form, count = winners.most_common(1)[0]
+        agreement = count / args.choices
+        choice = Table("choices", "most frequent", "agreement", "fft/dense paired ratio [95%]",
+                       title=f"form choice for {spec.code} ({spec.widths}), tie margin {measure.tie_margin:.0%}")
+        choice.add_row(", ".join(f"{f} x{n}" for f, n in winners.items()), form, f"{agreement:.0%}",
+                       "; ".join(ratios))
+        console.print(choice)
+        if agreement < AGREEMENT_TARGET:
+            missed.append(f"form-choice agreement {agreement:.0%} < {AGREEMENT_TARGET:.0%}")
+
+        memory = Table("model", "model peak MiB", "weights MiB", title="the model's own peak next to its weights")
+        for name, peak, weights in memory_rows:
+            memory.add_row(name, f"{peak:.2f}", f"{weights:.2f}")
+        growth = {}
+        with console.status("measuring memory ..."):
+            for width in (256, 2048):
+                path = _export(_spec([("dense", width, None)], in_features=width), folder / f"dense{width}.onnx")
+                peak = agent.measure(path, settings)["memory_kb"]["model_peak_kb"] / 1024
+                weights = model_facts(path)[0] / 2**20
+                growth[width] = (peak, weights)
+                memory.add_row(f"dense {width}-{width}-10", f"{peak:.2f}", f"{weights:.2f}")
+        console.print(memory)
+        share = (growth[2048][0] - growth[256][0]) / (growth[2048][1] - growth[256][1])
+        console.print(f"peak growth / weight growth from width 256 to 2048: {share:.0%} "
+                      f"(target >= {MEMORY_TARGET:.0%})")
+        if share < MEMORY_TARGET:
+            missed.append(f"model peak grew by {share:.0%} of the weights' growth < {MEMORY_TARGET:.0%}")
+    for line in missed:
+        console.print(f"[red]MISSED[/]: {line}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
