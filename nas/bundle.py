@@ -31,7 +31,6 @@ from torch import nn
 
 from device_agents.base import file_sha256
 from nas.errors import UserError
-from nas.layers import FORMS
 from nas.model import build_model, deployed
 from nas.pareto import dominates, is_feasible, pareto_front
 from nas.records import TrialRecord

@@ -749,8 +749,9 @@ the members no other member beats in that view); grey: dominated; light grey: in
 <h2>Pareto set ({len(report.pareto)} trials, most accurate first)</h2>
 {_table_html(report.pareto, table_columns(report), "pareto")}
 <p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
-D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent (fft, fftmm or dense; measured interleaved; within
-the tie margin the smaller file). Latency: per call, median and p90 of the timed samples; model peak: the
+D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent (fft, fftmm or dense;
+measured interleaved; within the tie margin the smaller file).
+Latency: per call, median and p90 of the timed samples; model peak: the
 peak resident set (VmHWM) after the runs above the process before the model was loaded, i.e. the model's own
 memory, not the measuring process's. "unstable": still too spread after the runner's last round.</p>
 <details><summary>All {len(report.trials)} trials</summary>

@@ -19,8 +19,9 @@ rank is inside the second per-row product (its rows are the r generators' rows s
 Real data pays half: for even n the skew product runs at length n/2 on ``x_lo + i x_hi`` and hands
 back ``u_lo + i u_hi``, which *is* u in natural order; the circulant product of real u keeps only
 the rows ``k_1 <= S/2`` of its spectrum (the others are their conjugates) and the last column
-product takes the real part. Constants: O(r n sqrt n) numbers (per-row matrices) instead of the
-O(r n) of the fft form: about 2 r n (4 C) floats, e.g. 0.5 MB at n = 1024 and 4 MB at n = 4096 per
+product takes the real part. Constants: O(r n C) numbers with C = min(sqrt n, 32) (per-row
+matrices) instead of the O(r n) of the fft form: about 4 r n C floats, e.g. 0.56 MB at n = 1024
+and 2.3 MB at n = 4096 per
 generator pair, against 4 MB and 64 MB for dense. Node count is what this form is for: onnxruntime
 spends a few microseconds per node, about what a 1024 x 1024 ``Gemm`` costs at batch 1, so a few
 big products beat many small ones (docs/benchmarks.md).
@@ -33,7 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Split", "layer_matrices", "real_block", "split"]
+__all__ = ["MAX_COLS", "Split", "layer_matrices", "real_block", "split"]
+
+#: Longest row. Measured in onnxruntime (one thread, T1 layer, docs/benchmarks.md): rows of 32 beat
+#: 64 by about 25 % at batch 1 for n = 2048 and 4096 and tie at batch 64, with half the constants.
+MAX_COLS = 32
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,10 @@ class Split:
 
 
 def split(n: int) -> Split:
-    """Rows of about sqrt(n): the column and row products then cost about the same."""
+    """Rows of about sqrt(n) (the column and row products then cost about the same), at most
+    :data:`MAX_COLS` long."""
     length = n // 2 if n % 2 == 0 else n  # the skew product's length (packed halves for even n)
-    divisors = [d for d in range(1, length + 1) if length % d == 0]
+    divisors = [d for d in range(1, min(length, MAX_COLS) + 1) if length % d == 0]
     cols = min(divisors, key=lambda d: (abs(math.log(d) - math.log(n) / 2), d))
     return Split(n, cols, length // cols, n // cols)
 
