@@ -3,6 +3,7 @@
 Sources (the ``dataset`` field of a search space):
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data, no download);
+* ``kws``: spoken keywords synthesised with eSpeak NG, 1280 log-mel inputs, split by voice (``nas.kws``);
 * ``npz:PATH``: arrays ``X_train, y_train, X_val, y_val`` (``X_test, y_test`` optional);
 * ``mnist:DIR``: MNIST IDX files (``train-images-idx3-ubyte`` etc., optionally ``.gz``) in a local folder;
 * ``python:module:function``: a function returning a dict or tuple of those arrays.
@@ -22,7 +23,7 @@ import torch
 from nas.data_checks import checked_arrays
 from nas.errors import UserError
 
-SOURCES = ("digits", "npz:PATH", "mnist:DIR", "python:module:function")
+SOURCES = ("digits", "kws", "npz:PATH", "mnist:DIR", "python:module:function")
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Dataset:
 def check_source(source: str) -> str:
     """The source if its form is known (used by the search-space validator), else ValueError."""
     kind, _, rest = source.partition(":")
-    if source == "digits" or (kind in ("npz", "mnist") and rest) or (kind == "python" and rest.count(":") == 1):
+    if source in ("digits", "kws") or (kind in ("npz", "mnist") and rest) or (
+            kind == "python" and rest.count(":") == 1):
         return source
     raise ValueError(f"unknown dataset {source!r}; allowed: {', '.join(SOURCES)}")
 
@@ -71,6 +73,10 @@ def _load(source: str, val_fraction: float, seed: int) -> Dataset:
 
         digits = load_digits()
         return _split(source, digits.data / 16.0, digits.target, val_fraction, seed)
+    if kind == "kws":
+        from nas.kws import load_kws
+
+        return load_kws(val_fraction, seed)
     if kind == "npz":
         with np.load(Path(rest).expanduser()) as arrays:
             return _from_arrays(source, dict(arrays))

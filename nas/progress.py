@@ -31,7 +31,8 @@ def trial_line(trial: FrozenTrial) -> str:
     latency = "  ".join(_agent_figures(agent, measured) for agent, measured in data.agents.items())
     if data.infeasible:
         return f"{head} [yellow]infeasible[/] ({'; '.join(data.infeasible)})  {latency}  not trained"
-    return f"{head} acc {data.accuracy or 0:.3f}  {latency}  params {data.params or 0:,}"
+    test = f" (test {data.test_accuracy:.3f})" if data.test_accuracy is not None else ""
+    return f"{head} acc {data.accuracy or 0:.3f}{test}  {latency}  params {data.params or 0:,}"
 
 
 def _agent_figures(agent: str, measured: AgentMeasurement) -> str:

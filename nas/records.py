@@ -92,7 +92,8 @@ class TrialData(_Model):
     agents: dict[str, AgentMeasurement] = {}
     infeasible: list[str] = []  # one line per violated hard constraint
     trained: bool = False
-    accuracy: float | None = None
+    accuracy: float | None = None  # validation accuracy: what the search selects by
+    test_accuracy: float | None = None  # on the dataset's test part, when it has one (reported, never selected by)
     train_seconds: float | None = None
     epochs: int | None = None
     artifacts: dict[str, Any] | None = None  # {"weights": name, "onnx": {form: name}}

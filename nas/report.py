@@ -133,6 +133,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "onnx_kb": None if size is None else size / 1024.0,
         "weight_kb": None if data.weight_bytes.get(form) is None else data.weight_bytes[form] / 1024.0,
         "accuracy": data.accuracy,
+        "test_accuracy": data.test_accuracy,
     }
     unstable = []
     for name in agents:
@@ -242,6 +243,8 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
     if len(report.agents) <= 1:
         columns.append(("form", "form", "str"))
     columns += [("params", "params", "int"), ("ONNX KiB", "onnx_kb", "kb"), ("accuracy", "accuracy", "acc")]
+    if any(row.get("test_accuracy") is not None for row in report.pareto):
+        columns.append(("test acc", "test_accuracy", "acc"))
     for name in report.agents:
         if len(report.agents) > 1:
             columns.append((f"form\n{name}", f"form@{name}", "str"))
@@ -323,8 +326,8 @@ def csv_columns(agents: list[str]) -> list[str]:
     """The columns of trials.csv, in order (pareto.csv drops status, infeasible and fail_reason)."""
     per_agent = [f"{what}@{a}" for a in agents
                  for what in ("latency_ms", "p90_ms", "ci_ms", "model_peak_mib", "process_peak_mib", "form")]
-    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", *per_agent,
-            "unstable", "infeasible", "fail_reason", "epochs", "train_seconds"]
+    return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", "test_accuracy",
+            *per_agent, "unstable", "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 
 def pareto_frame(report: Report) -> pd.DataFrame:
@@ -750,10 +753,10 @@ the members no other member beats in that view); grey: dominated; light grey: in
 {_table_html(report.pareto, table_columns(report), "pareto")}
 <p class="meta">Layers: T<i>r</i> Toeplitz-like of displacement rank <i>r</i>, L<i>k</i> low-rank <i>k</i>,
 D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent (fft, fftmm or dense;
-measured interleaved; within the tie margin the smaller file).
-Latency: per call, median and p90 of the timed samples; model peak: the
-peak resident set (VmHWM) after the runs above the process before the model was loaded, i.e. the model's own
-memory, not the measuring process's. "unstable": still too spread after the runner's last round.</p>
+measured interleaved; within the tie margin the smaller file). Latency: per call, median and p90 of the
+timed samples; model peak: the peak resident set (VmHWM) after the runs above the process before the model
+was loaded, i.e. the model's own memory, not the measuring process's. "unstable": still too spread after the
+runner's last round.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>

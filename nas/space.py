@@ -46,7 +46,7 @@ AGENT_METRICS = ("latency_ms", "model_peak_mib")
 # moments): at 16384 that is 1 GiB each, 4 GiB in all, the most a layer may take on a 16 GiB machine.
 MAX_WIDTH = 16384
 MAX_FILE_BYTES = 1 << 20  # a search space is a few hundred bytes; this bounds a read of /dev/zero
-SPLIT_SOURCES = ("digits", "mnist")  # the sources split here, by data.val_fraction and data.seed
+SPLIT_SOURCES = ("digits", "kws", "mnist")  # the sources split here, by data.val_fraction and data.seed
 
 
 class SpaceError(UserError):
@@ -247,7 +247,7 @@ def _sample_layer(trial: optuna.Trial, prefix: str, choices: LayerChoices, width
 
 
 def _check_split_settings(data: DataConfig) -> None:
-    """``val_fraction`` and ``seed`` split digits and MNIST; npz and python data bring their own X_val."""
+    """``val_fraction`` and ``seed`` split digits, KWS (by voice) and MNIST; npz and python data have X_val."""
     kind = data.dataset.partition(":")[0]
     if kind in SPLIT_SOURCES:
         return

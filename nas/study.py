@@ -13,6 +13,7 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import tempfile
@@ -35,25 +36,14 @@ from nas.measure import MeasurementCache, device_seconds, measure_forms, model_f
 from nas.model import build_model, deployed, spec_seed
 from nas.names import check_study_name
 from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
+from nas.samplers import SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, ArtifactStore, load_study, open_storage, storage_url, study_config, study_dir
 from nas.storage_url import check_storage_url
 from nas.train import TrainingDiverged, train
 
-SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-}
-
-
 SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
-
-
-def run_seed(seed: int, trials_so_far: int) -> int:
-    """The sampler seed of one run of a study: a resumed study samples anew, and stays in 0..SEED_MAX."""
-    return (seed + trials_so_far) % (SEED_MAX + 1)
 
 
 class CandidateEvaluator:
@@ -83,6 +73,7 @@ class CandidateEvaluator:
     def _evaluate(self, trial: optuna.Trial, record: TrialData) -> tuple[float, ...]:
         clock = _Clock()
         spec = self.space.sample(trial, self.data.in_features, self.data.num_classes)
+        trial.set_user_attr("sampled", True)  # its parameters are final: later trials may compare with them
         earlier = _same_candidate(trial)
         if earlier is not None:
             return _repeat(trial, earlier, record)
@@ -133,6 +124,7 @@ class CandidateEvaluator:
                        optimizer=training.optimizer, learning_rate=training.learning_rate,
                        weight_decay=training.weight_decay, seed=training.seed)
         record.accuracy, record.train_seconds, record.epochs = result.accuracy, result.seconds, result.epochs
+        record.test_accuracy = result.test_accuracy
         clock.lap("train", train=result.seconds)
         return result.accuracy
 
@@ -195,6 +187,8 @@ def _lacks(agent: str, ops: set[str]) -> str | None:
 
 
 _FIGURE = {"latency_ms": "median_ms", "model_peak_mib": "model_peak_mib"}
+_WAIT_S = 0.5  # polling interval while a lower-numbered trial trains the same candidate
+_SAMPLING_GRACE = datetime.timedelta(seconds=60)  # sampling takes well under a second
 _WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -215,11 +209,29 @@ class _Clock:
 
 
 def _same_candidate(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-    """An earlier complete trial with exactly these parameters (samplers do propose repeats)."""
-    for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if earlier.params == trial.params:
-            return earlier
-    return None
+    """An earlier complete trial with exactly these parameters (samplers do propose repeats).
+
+    Two workers must not train one candidate at the same time: while a lower-numbered trial is
+    running with these parameters (or has not finished sampling its own), wait for it. Only lower
+    numbers are waited for, so two workers never wait for each other. A dead worker's trial is
+    failed by the heartbeat, which ends the wait; one killed before its first heartbeat never is,
+    so a trial still unsampled after ``_SAMPLING_GRACE`` is taken for dead.
+    """
+    while True:
+        waiting = False
+        now = datetime.datetime.now()
+        for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if earlier.state == TrialState.COMPLETE and earlier.params == trial.params:
+                return earlier
+            if earlier.state != TrialState.RUNNING or earlier.number >= trial.number:
+                continue
+            sampling = not earlier.user_attrs.get("sampled") and now - earlier.datetime_start < _SAMPLING_GRACE
+            if sampling or (earlier.user_attrs.get("sampled") and earlier.params == trial.params):
+                waiting = True
+        if not waiting:
+            return None
+        optuna.storages.fail_stale_trials(trial.study)
+        time.sleep(_WAIT_S)
 
 
 def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial, record: TrialData) -> tuple[float, ...]:
@@ -308,7 +320,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
 
     space = space_from_dict(config["space"])
     data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    study.sampler = SAMPLERS[config["sampler"]](run_seed(config["seed"], len(study.trials)))
+    study.sampler = make_sampler(config["sampler"], config["seed"], config["n_trials"])
     _requeue_unreachable(study)
     with AgentPool() as pool:
         for agent in config["agents"]:

@@ -23,9 +23,10 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    accuracy: float
+    accuracy: float                      # on the validation part: what the search selects by
     seconds: float
     epochs: int
+    test_accuracy: float | None = None   # on the test part, when the dataset has one: never used to select
 
 
 def default_device() -> torch.device:
@@ -66,7 +67,9 @@ def train(model: nn.Module, data: Dataset, epochs: int, batch_size: int = 64, op
             total += loss.detach()
         _check_finite(model, total, epoch)  # once per epoch: no per-batch device sync
     seconds = time.perf_counter() - started
-    result = TrainResult(accuracy=accuracy(model, data.X_val, data.y_val), seconds=seconds, epochs=epochs)
+    test = None if data.X_test is None else accuracy(model, data.X_test, data.y_test)
+    result = TrainResult(accuracy=accuracy(model, data.X_val, data.y_val), seconds=seconds, epochs=epochs,
+                         test_accuracy=test)
     model.cpu()
     return result
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from nas.data import load_dataset
 from nas.records import TrialData
-from nas.study import SEED_MAX, run_seed, run_study, start_study
+from nas.study import SEED_MAX, run_study, start_study
 from nas.train import TrainingDiverged, train
 from tests.conftest import unavailable
 from tests.spaces import FAST_SPACE, write_space
@@ -327,11 +327,6 @@ OPTION_CASES = [
 def test_out_of_range_options_are_refused(nas, work: Path, args: list[str], message: str) -> None:
     before = snapshot(work.parent)
     assert_refused(nas(*args), before, work.parent, message)
-
-
-def test_run_seed_stays_in_range() -> None:
-    assert run_seed(0, 5) == 5
-    assert run_seed(SEED_MAX, 1) == 0 and run_seed(SEED_MAX, 0) == SEED_MAX
 
 
 def test_largest_seed_survives_resume(nas, work: Path) -> None:

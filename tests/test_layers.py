@@ -32,8 +32,8 @@ def shift(n: int, f: float) -> torch.Tensor:
 
 
 def explicit_weight(layer: ToeplitzLike) -> torch.Tensor:
-    """sum_j Z_1(g_j) Z_{-1}(h_j) per block, stacked and truncated, without any FFT."""
-    g, h = layer.g.detach().double(), layer.h.detach().double()
+    """scale * sum_j Z_1(g_j) Z_{-1}(h_j) per block, stacked and truncated, without any FFT."""
+    g, h = layer.g.detach().double() * layer.scale, layer.h.detach().double()
     blocks = [
         sum(f_circulant(g[k, j], 1.0) @ f_circulant(h[k, j], -1.0) for j in range(layer.displacement_rank))
         for k in range(layer.blocks)
@@ -99,7 +99,7 @@ def test_circulant_is_rank_one() -> None:
     c = torch.randn(n, dtype=torch.float64)
     layer = ToeplitzLike(n, n, displacement_rank=1, bias=False, dtype=torch.float64)
     with torch.no_grad():
-        layer.g.zero_()[0, 0] = c
+        layer.g.zero_()[0, 0] = c / layer.scale
         layer.h.zero_()[0, 0, 0] = 1.0  # Z_{-1}(e_1) = I
     target = f_circulant(c, 1.0)
     assert torch.equal(target[:, 0], c)
@@ -122,7 +122,7 @@ def test_toeplitz_is_rank_two(n: int) -> None:
     e1 = torch.zeros(n, dtype=torch.float64)
     e1[0] = 1.0
     with torch.no_grad():
-        layer.g.copy_(torch.stack([c, e1])[None])
+        layer.g.copy_(torch.stack([c, e1])[None] / layer.scale)
         layer.h.copy_(torch.stack([e1, s])[None])
     assert (layer.to_dense() - target).abs().max() < 1e-13
 

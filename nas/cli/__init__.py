@@ -15,6 +15,7 @@ import optuna
 from device_agents.base import AgentError
 from nas.cli.agent import agent
 from nas.cli.bench import bench
+from nas.cli.data import data
 from nas.cli.demo import demo
 from nas.cli.pick import pick
 from nas.cli.report import report
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (study, agent, report, pick, bench, demo):
+for command in (study, agent, report, pick, data, bench, demo):
     cli.add_command(command)
 
 

@@ -1,4 +1,4 @@
-"""``nas bench layers|measure|overhead|ssh``: the benchmarks; each exits non-zero when its target is missed."""
+"""``nas bench accuracy|layers|measure|overhead|search|ssh``: each exits non-zero when its target is missed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import click
 
 BENCHMARKS = {
+    "accuracy": "nas.bench.accuracy",
+    "search": "nas.bench.search",
     "layers": "nas.bench.layers",
     "measure": "nas.bench.measure",
     "overhead": "nas.bench.overhead",

@@ -14,8 +14,9 @@ from nas.names import STUDY_NAME
 from nas.pareto import pareto_front
 from nas.progress import StudyProgress
 from nas.records import records
+from nas.samplers import SAMPLER_HELP, SAMPLERS
 from nas.storage import load_study, study_config
-from nas.study import SAMPLERS, SEED_MAX, run_study, start_study
+from nas.study import SEED_MAX, run_study, start_study
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
@@ -36,9 +37,9 @@ def study() -> None:
               help="Complete trials to reach.")
 @timeout_option
 @storage_option
-@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True)
+@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="tpe", show_default=True, help=SAMPLER_HELP)
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
-              help="Sampler seed (each run of the study derives its own from it).")
+              help="Sampler seed (each trial derives its own from it and its trial number).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
 def start(name: str, space_path: str, agents: tuple[str, ...], n_trials: int, timeout: float | None,
           storage: str | None, sampler: str, seed: int, load_if_exists: bool) -> None:

@@ -140,8 +140,17 @@ class ToeplitzLike(LinearLayer):
     padded. Forward costs O(r n log n) per vector and block, for any n.
 
     Parameters ``g`` and ``h`` have shape ``(blocks, r, n)``; the weight is
-    ``W_k = sum_j Z_1(g[k, j]) Z_{-1}(h[k, j])`` (see the module docstring). They are initialised so
-    that the entries of :meth:`to_dense` have the variance of ``nn.Linear``'s default, ``1 / (3 n)``.
+    ``W_k = scale * sum_j Z_1(g[k, j]) Z_{-1}(h[k, j])`` (see the module docstring) with the
+    constant ``scale = 1 / (n sqrt(3 r))``. The generators start with unit variance, so the entries
+    of :meth:`to_dense` have the variance of ``nn.Linear``'s default, ``1 / (3 n)``.
+
+    Why the constant: every entry of ``Z_1(g) Z_{-1}(h)`` sums ``n`` products ``g_a h_b``. Adam and
+    its kin move every coordinate by about the learning rate per step whatever its scale, so with
+    generators of size ``n^(-1/2)`` and no constant, one step changes each entry by up
+    to ``n lr^2`` through the product term alone, which overtakes the entries' own size
+    ``(3 n)^(-1/2)`` once ``lr > n^(-3/4)``: at n = 2048 and lr = 0.003 the layer's output grew
+    until every ReLU after it died and a net trained to chance. With unit-size generators and the
+    scale outside, a step changes the entries by a fraction of about ``lr`` as for ``nn.Linear``.
     """
 
     _repr_fields = ("displacement_rank",)
@@ -158,6 +167,7 @@ class ToeplitzLike(LinearLayer):
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype, displacement_rank=displacement_rank)
         self.blocks = -(-out_features // in_features)
+        self.scale = 1.0 / (in_features * math.sqrt(3.0 * displacement_rank))
         shape = (self.blocks, displacement_rank, in_features)
         self.g = nn.Parameter(torch.empty(shape, **self._factory))
         self.h = nn.Parameter(torch.empty(shape, **self._factory))
@@ -166,11 +176,9 @@ class ToeplitzLike(LinearLayer):
 
     def reset_parameters(self) -> None:
         # Entry (i, k) of sum_j Z_1(g_j) Z_{-1}(h_j) sums r n uncorrelated products g_a h_b, so with
-        # g, h iid of variance s^2 its variance is r n s^4; nn.Linear's is 1 / (3 n).
-        n, r = self.in_features, self.displacement_rank
-        bound = math.sqrt(3.0 / (n * math.sqrt(3.0 * r)))
-        nn.init.uniform_(self.g, -bound, bound)
-        nn.init.uniform_(self.h, -bound, bound)
+        # g, h iid of unit variance its variance is r n; times scale^2 that is nn.Linear's 1 / (3 n).
+        nn.init.uniform_(self.g, -math.sqrt(3.0), math.sqrt(3.0))
+        nn.init.uniform_(self.h, -math.sqrt(3.0), math.sqrt(3.0))
         self.reset_bias()
 
     def _spectra(self) -> tuple[Tensor, Tensor]:
@@ -186,13 +194,13 @@ class ToeplitzLike(LinearLayer):
         tracked = torch.is_grad_enabled() and (g.requires_grad or h.requires_grad)
         if tracked or torch.compiler.is_compiling():
             self._spectra_cache = None
-            return toeplitz_spectra(g, h, NATIVE.onesided)
+            return toeplitz_spectra(g * self.scale, h, NATIVE.onesided)
         cache = self._spectra_cache
         if cache is None or not (_same(cache[0], g) and _same(cache[1], h)):
             # Normal tensors even under inference_mode: a later call may save them for backward.
             with torch.inference_mode(False), torch.no_grad():
                 copies = g.detach().clone(), h.detach().clone()
-                cache = self._spectra_cache = (*copies, toeplitz_spectra(g, h, NATIVE.onesided))
+                cache = self._spectra_cache = (*copies, toeplitz_spectra(g * self.scale, h, NATIVE.onesided))
         return cache[2]
 
     def _blocks(self, x: Tensor) -> Tensor:
@@ -218,7 +226,7 @@ class ToeplitzLike(LinearLayer):
 
         O(n^2) per block, from the displacement equation rather than n products (:func:`toeplitz_dense`).
         """
-        blocks = toeplitz_dense(self.g, self.h)
+        blocks = toeplitz_dense(self.g * self.scale, self.h)
         return blocks.reshape(-1, self.in_features)[: self.out_features]
 
     def deployable(self, form: str) -> nn.Module:
@@ -233,7 +241,7 @@ class ToeplitzLike(LinearLayer):
         check_form(form)
         if form in DEPLOYED:
             bias = None if self.bias is None else self.bias.detach().clone()
-            return DEPLOYED[form].from_generators(self.out_features, self.g, self.h, bias)
+            return DEPLOYED[form].from_generators(self.out_features, self.g * self.scale, self.h, bias)
         # Built on the meta device: no random initialisation of an n x n weight about to be replaced.
         linear = Dense(self.in_features, self.out_features, self.bias is not None, device="meta")
         with torch.no_grad():
