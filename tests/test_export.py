@@ -21,8 +21,8 @@ IN_FEATURES = 100
 
 
 FORMS = ("fft", "fftmm", "dense")
-ALLOWED_FFTMM_OPS = {"MatMul", "Mul", "Add", "Sub", "Reshape", "Concat", "ReduceSum", "Slice", "Gemm", "Relu",
-                     "Tanh", "Erf", "Identity"}  # fmt: skip
+ALLOWED_FFTMM_OPS = {"MatMul", "Mul", "Add", "Reshape", "Transpose", "Slice", "Gemm", "Relu", "Tanh", "Erf",
+                     "Identity"}  # fmt: skip
 
 
 def make_model() -> nn.Module:
@@ -107,11 +107,23 @@ def test_export_in_a_fresh_process_is_quiet_and_identical(
         assert sha256(tmp_path / f"{form}.onnx") == sha256(exported[form])
 
 
-def test_fft_forms_are_ten_times_smaller_at_1024(tmp_path: Path) -> None:
+def test_fft_forms_are_smaller_than_dense_at_1024(tmp_path: Path) -> None:
     layer = ToeplitzLike(1024, 1024, displacement_rank=1)
     sizes = {form: export_onnx(deploy(layer, form), 1024, tmp_path / f"{form}.onnx").stat().st_size for form in FORMS}
     assert sizes["fft"] * 10 <= sizes["dense"]
-    assert sizes["fftmm"] * 10 <= sizes["dense"]
+    assert sizes["fftmm"] * 5 <= sizes["dense"]  # O(n sqrt n): per-row matrices, 0.56 MB against 4.2 MB
+
+
+@pytest.mark.parametrize(("n", "m", "r"), [(1024, 1024, 1), (1024, 1024, 8), (4096, 4096, 1), (100, 257, 2)])
+def test_fftmm_layer_is_a_few_nodes(n: int, m: int, r: int) -> None:
+    """onnxruntime pays a few microseconds per node, about a 1024 x 1024 Gemm at batch 1: the fftmm
+    layer is five MatMuls and their Reshapes/Transposes, whatever n and r (was ~156 nodes)."""
+    from nas.export import build_onnx
+
+    model = build_onnx(deploy(ToeplitzLike(n, m, displacement_rank=r), "fftmm"), n)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("MatMul") == 5
+    assert len(ops) <= 19  # 5 MatMul, 4 Transpose, <= 7 Reshape, Slice, bias Add, output Identity
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -354,39 +354,23 @@ def test_in_place_data_changes_reach_forward_and_to_dense(mode: str) -> None:
         assert relative_error(after_y, x @ explicit_weight(layer).T + layer.bias.detach()) < 1e-12
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 12, 64, 100, 257, 1024, 4096, 2 * 4096 * 3])
-def test_fftmm_plans_are_dfts(n: int) -> None:
-    rng = np.random.default_rng(n)
-    z = rng.standard_normal((2, n)) + 1j * rng.standard_normal((2, n))
-    scale = np.exp(1j * np.pi / max(n, 1))
-    forward = fftmm.plan(n, scale=scale)
-    order = fftmm.factorised_order(forward.factors)
-    expected = np.fft.fft(z * scale ** np.arange(n))[:, order]
-    np.testing.assert_allclose(_run_plan(forward, z), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
-    inverse = fftmm.plan(n, inverse=True, scale=np.conj(scale))
-    np.testing.assert_allclose(_run_plan(inverse, expected), z, rtol=0, atol=1e-9 * np.abs(z).max())
-    assert max(forward.factors) <= max(fftmm.MAX_FACTOR, max(_prime_factors(n)))
+@pytest.mark.parametrize("n", [1, 2, 3, 12, 64, 100, 257, 1024, 4096])
+def test_fftmm_split_keeps_rows_near_sqrt_n(n: int) -> None:
+    s = fftmm.split(n)
+    length = n // 2 if n % 2 == 0 else n
+    assert s.cols * s.skew == length and s.cols * s.rows == n
+    assert s.cols <= fftmm.MAX_COLS
+    if n in (1024, 4096):
+        assert s.cols == 32  # 32 x 32 and 128 x 32: the sizes the benchmarks chose
 
 
-def test_fftmm_factorisation() -> None:
-    assert fftmm.factorise(4096) == (64, 64)
-    assert fftmm.factorise(1024) == (32, 32)
-    assert fftmm.factorise(64) == (64,)
-    assert fftmm.factorise(8192) == (32, 16, 16)
-    assert fftmm.factorise(257) == (257,)  # a prime: one dense stage, correct but O(n^2)
-    assert fftmm.factorise(2 * 257) == (257, 2)
-
-
-def _prime_factors(n: int) -> list[int]:
-    return [p for p in range(2, n + 1) if n % p == 0 and all(p % q for q in range(2, p))] or [1]
-
-
-def _run_plan(transform: fftmm.Transform, z: np.ndarray) -> np.ndarray:
-    """Apply a plan's steps with numpy, the way the deployed layer does."""
-    for step in transform.steps:
-        if step.kind == "right":
-            z = z.reshape(-1, step.cols) @ step.matrix
-        else:
-            z = z.reshape(-1, step.rows, step.cols)
-            z = step.matrix @ z if step.kind == "left" else z * step.matrix
-    return z.reshape(-1, transform.n)
+def test_fftmm_real_blocks_are_complex_products() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))
+    z = rng.standard_normal(4) + 1j * rng.standard_normal(4)
+    stored = {"planar": lambda v: np.concatenate([v.real, v.imag]),
+              "interleaved": lambda v: np.stack([v.real, v.imag], -1).ravel(), "real": lambda v: v.real}  # fmt: skip
+    for inp in ("planar", "interleaved"):
+        for out in ("planar", "interleaved", "real"):
+            np.testing.assert_allclose(fftmm.real_block(a, inp, out) @ stored[inp](z), stored[out](a @ z))
+    np.testing.assert_allclose(fftmm.real_block(a, "real", "planar") @ z.real, stored["planar"](a @ z.real))

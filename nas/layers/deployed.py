@@ -7,9 +7,9 @@ buffers -- O(r n) numbers per block, never the n x n matrix -- and compute
 
 - :class:`ToeplitzFFT` ("fft"): four ONNX ``DFT`` nodes; complex numbers as a trailing
   (real, imag) dimension, which is what ``DFT`` reads.
-- :class:`ToeplitzMM` ("fftmm"): every transform planned by :mod:`nas.layers.fftmm` as small
-  matrix products, real and imaginary parts as separate tensors; only ``MatMul``, ``Mul``,
-  ``Add``/``Sub``, ``Reshape`` and one ``Concat``, so it runs where ``DFT`` is missing or slow.
+- :class:`ToeplitzMM` ("fftmm"): the whole layer folded by :mod:`nas.layers.fftmm` into five
+  ``MatMul`` s with constant matrices (O(r n sqrt n) numbers), plus ``Reshape``/``Transpose``; no
+  ``DFT``, so it runs where ``DFT`` is missing or slow, and few nodes, so it is fast at n = 1024.
 
 ``forward`` runs ``compute`` with :class:`~nas.layers.ops.TorchOps`; :mod:`nas.export` runs the
 same ``compute`` to write the ONNX graph. Their numbers are buffers: count parameters on the
@@ -18,7 +18,6 @@ same ``compute`` to write the ONNX graph. Their numbers are buffers: count param
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -55,7 +54,8 @@ class DeployedToeplitz(nn.Module):
         blocks, rank, n = g.shape
         as_numpy = {"g": g.detach().double().cpu().numpy(), "h": h.detach().double().cpu().numpy()}
         constants = cls.constants(n, as_numpy["g"], as_numpy["h"])
-        constants = {name: torch.as_tensor(np.ascontiguousarray(value), dtype=g.dtype, device=g.device)
+        dtype = torch.empty((), dtype=g.dtype).numpy().dtype  # rounded by numpy: torch's float64 cast is slow
+        constants = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=dtype)).to(g.device)
                      for name, value in constants.items()}  # fmt: skip
         return cls(n, out_features, blocks, rank, constants, bias)
 
@@ -161,125 +161,33 @@ def _pair(name: str, c: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class ToeplitzMM(DeployedToeplitz):
-    """The "fftmm" form: each transform a :func:`nas.layers.fftmm.plan`, the spectra in factorised order.
+    """The "fftmm" form: five matrix products (:func:`nas.layers.fftmm.layer_matrices`), 11-15 nodes.
 
-    The skew-circulant products as in the "fft" form: the input's transform (length n/2 from packed
-    halves for even n, the twiddle D folded in) and the products' inverse (D's conjugate folded in).
-    For even n = 2m the circulant products ``Z_1(g) u`` then run at half length, by the Chinese
-    remainder theorem on ``R[t]/(t^n - 1) = R[t]/(t^m - 1) x R[t]/(t^m + 1)``: with
-    ``u± = u_lo ± u_hi`` and ``g± = g_lo ± g_hi``, ``y± = Z_{±1}(g±) u±`` (a cyclic product of
-    length m, real input and output, and a negacyclic one, itself the half-length right-angle
-    product) and ``y = [(y+ + y-) / 2, (y+ - y-) / 2]``. Since the skew inverse gives u as
-    ``u_lo + i u_hi``, ``u±`` are one ``Add`` and one ``Sub``: half the matrix products of a
-    length-n real transform pair, and no unpacking. Odd n transforms u at full length.
+    Batch-major data for the column products (one constant matrix on the left, broadcast over the
+    batch); for the per-row products the batch moves next to the row (one ``Transpose`` each way),
+    so each row's matrix meets all the batch's rows in one GEMM instead of one product per sample.
     """
 
     form = "fftmm"
 
     @staticmethod
-    @functools.lru_cache(maxsize=32)
-    def plans(n: int) -> dict[str, fftmm.Transform]:
-        """The planned transforms by name: x, u (skew); v, y (odd n) or p, q, s, t (even n; cyclic and
-        negacyclic halves)."""
-        if n % 2:
-            return {"x": fftmm.plan(n, scale=_eta(n), real_input=True),
-                    "u": fftmm.plan(n, inverse=True, scale=_eta(n, inverse=True), real_output=True),
-                    "v": fftmm.plan(n, real_input=True),
-                    "y": fftmm.plan(n, inverse=True, real_output=True)}  # fmt: skip
-        m = n // 2
-        plans = {"x": fftmm.plan(m, scale=_eta(n), packed=True),
-                 "u": fftmm.plan(m, inverse=True, scale=_eta(n, inverse=True)),
-                 "p": fftmm.plan(m, real_input=True),
-                 "q": fftmm.plan(m, inverse=True, real_output=True)}  # fmt: skip
-        if m % 2:  # the negacyclic half in the textbook form
-            plans["s"] = fftmm.plan(m, scale=_eta(m), real_input=True)
-            plans["t"] = fftmm.plan(m, inverse=True, scale=_eta(m, inverse=True), real_output=True)
-        else:
-            plans["s"] = fftmm.plan(m // 2, scale=_eta(m), packed=True)
-            plans["t"] = fftmm.plan(m // 2, inverse=True, scale=_eta(m, inverse=True))
-        return plans
-
-    @classmethod
-    def constants(cls, n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
-        plans = cls.plans(n)
-        out = {}
-        for name, transform in plans.items():
-            for index, step in enumerate(transform.steps):
-                out[f"{name}{index}_re"], out[f"{name}{index}_im"] = step.matrix.real, step.matrix.imag
-        spectra = {"hh": (skew_spectrum(h), "x")}
-        if n % 2:
-            spectra["gg"] = (np.fft.fft(g), "v")
-        else:
-            lo, hi = g[..., : n // 2], g[..., n // 2 :]
-            spectra["gp"] = (np.fft.fft(lo + hi) / 2, "p")  # the 1/2 of the recombination, folded in
-            spectra["gm"] = (skew_spectrum(lo - hi) / 2, "s")
-        for name, (value, plan) in spectra.items():
-            value = value[..., fftmm.factorised_order(plans[plan].factors)]
-            out[f"{name}_re"], out[f"{name}_im"] = value.real, value.imag
-        return out
+    def constants(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+        return fftmm.layer_matrices(n, g, h)
 
     def compute(self, ops: TensorOps, x: Any) -> Any:
         n, blocks, r = self.in_features, self.blocks, self.displacement_rank
-        plans = self.plans(n)
-        re, im = self._transform(ops, "x", plans["x"], x, None, (1, 1))  # (b, 1, 1, length)
-        re, im = self._product(ops, "hh", re, im, None)  # (b, k, r, length)
-        re, im = self._transform(ops, "u", plans["u"], re, im, (blocks, r))
-        if n % 2:
-            y, _ = self._circulant(ops, "v", "y", "gg", re, plans)
-            return self.finish(ops, y)
-        plus, _ = self._circulant(ops, "p", "q", "gp", ops.add(re, im), plans)  # (b, k, m)
-        re, im = self._circulant(ops, "s", "t", "gm", ops.sub(re, im), plans)
-        minus = re if im is None else ops.concat([re, im], 2)  # even m: unpack the halves
-        return self.finish(ops, ops.concat([ops.add(plus, minus), ops.sub(plus, minus)], 2))
-
-    def _product(self, ops: TensorOps, name: str, re: Any, im: Any, sum_axis: int | None) -> tuple[Any, Any]:
-        """Times the spectra ``name`` (shape ``(k, r, length)``), then summed over r unless ``sum_axis`` is None."""
-        re, im = _cmul(ops, re, im, ops.constant(f"{name}_re"), ops.constant(f"{name}_im"))
-        if sum_axis is not None and self.displacement_rank > 1:
-            re, im = ops.sum(re, 2), ops.sum(im, 2)
-        return re, im
-
-    def _circulant(self, ops: TensorOps, forward: str, inverse: str, spectra: str, u: Any,
-                   plans: dict[str, fftmm.Transform]) -> tuple[Any, Any | None]:  # fmt: skip
-        """``sum_j`` of one f-circulant product of the real ``(b, k, r, L)`` rows ``u``; ``(b, k, L)``."""
-        blocks, r = self.blocks, self.displacement_rank
-        re, im = self._transform(ops, forward, plans[forward], u, None, (blocks, r))
-        re, im = self._product(ops, spectra, re, im, 2)
-        return self._transform(ops, inverse, plans[inverse], re, im, (blocks,))
-
-    @staticmethod
-    def _transform(ops: TensorOps, name: str, transform: fftmm.Transform, re: Any, im: Any | None,
-                   lead: tuple[int, ...]) -> tuple[Any, Any | None]:  # fmt: skip
-        """Run a planned transform on rows of ``(re, im)`` (``im`` None: real); result ``(-1, *lead, n)``."""
-        last = len(transform.steps) - 1
-        shape = None
-        for index, step in enumerate(transform.steps):
-            mr, mi = ops.constant(f"{name}{index}_re"), ops.constant(f"{name}{index}_im")
-            view = (-1, step.cols) if step.kind == "right" else (-1, step.rows, step.cols)
-            if view != shape:  # a left step and its twiddle share one view: one Reshape node less
-                re = ops.reshape(re, view)
-                im = None if im is None else ops.reshape(im, view)
-                shape = view
-            if step.kind == "twiddle":
-                re, im = _cmul(ops, re, im, mr, mi)
-                continue
-
-            def product(m: Any, z: Any, kind: str = step.kind) -> Any:
-                return ops.matmul(m, z) if kind == "left" else ops.matmul(z, m)
-
-            real_only = index == last and transform.real_output
-            if im is None:
-                re, im = product(mr, re), None if real_only else product(mi, re)
-            elif real_only:
-                re, im = ops.sub(product(mr, re), product(mi, im)), None
-            else:
-                re, im = (ops.sub(product(mr, re), product(mi, im)), ops.add(product(mr, im), product(mi, re)))
-            if step.kind != "twiddle" and (step.rows if step.kind == "left" else 1) != step.matrix.shape[0]:
-                shape = None  # the step changed the row count (packed input, real output)
-        shape = (-1, *lead, transform.n)
-        return ops.reshape(re, shape), None if im is None else ops.reshape(im, shape)
-
-
-def _cmul(ops: TensorOps, re: Any, im: Any, cr: Any, ci: Any) -> tuple[Any, Any]:
-    """``(re + i im) * (cr + i ci)``."""
-    return (ops.sub(ops.mul(re, cr), ops.mul(im, ci)), ops.add(ops.mul(re, ci), ops.mul(im, cr)))
+        s = fftmm.split(n)
+        c, half = s.cols, s.half
+        z = ops.matmul(ops.constant("left_in"), ops.reshape(x, (-1, s.rows, c)))  # (b, 2S, C)
+        z = ops.transpose(ops.reshape(z, (-1, s.skew, 2 * c)), (1, 0, 2))  # (S, b, 2C)
+        z = ops.matmul(z, ops.constant("rows_h"))  # (k r, S, b, 2C)
+        z = ops.reshape(ops.transpose(z, (0, 2, 1, 3)), (blocks * r, -1, 2 * s.skew, c))
+        z = ops.matmul(ops.constant("left_mid"), z)  # (k r, b, 2H, C)
+        if r == 1:
+            z = ops.transpose(ops.reshape(z, (blocks, -1, half, 2 * c)), (0, 2, 1, 3))  # (k, H, b, 2C)
+        else:  # the r generators' rows side by side: the sum over r is in the product
+            z = ops.transpose(ops.reshape(z, (blocks, r, -1, half, 2 * c)), (0, 3, 2, 1, 4))
+            z = ops.reshape(z, (blocks, half, -1, r * 2 * c))
+        z = ops.matmul(z, ops.constant("rows_g"))  # (k, H, b, 2C)
+        z = ops.reshape(ops.transpose(z, (2, 0, 1, 3)), (-1, blocks, 2 * half, c))
+        return self.finish(ops, ops.matmul(ops.constant("left_out"), z))  # (b, k, n / C, C)

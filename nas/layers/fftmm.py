@@ -1,213 +1,137 @@
-"""Discrete Fourier transforms as products with small constant matrices (multi-level Cooley-Tukey).
+"""A Toeplitz-like layer as five matrix products: a two-level Cooley-Tukey factorisation, folded.
 
-A length-N DFT with N = N_1 N_2 ... N_L is planned as a list of :class:`Step` s that use only
-matrix products, element-wise products and reshapes, so that any ONNX runtime runs it with
-``MatMul``/``Mul``/``Add``/``Sub``/``Reshape`` (no ``DFT`` node). For M = N_l * R, input index
-``j = R j_l + j_r`` and output index ``k = k_l + N_l k_r``:
+The layer computes ``y = sum_j Z_1(g_j) Z_{-1}(h_j) x`` (see :mod:`nas.layers.toeplitz`) as
+``F^-1 diag(fft g_j) F  D^-1 F^-1 diag(fft(D h_j)) F D x``. With a length L = S C viewed as an
+``S x C`` array (index ``j = C j_1 + j_2``), a DFT is a product ``F_S @ z`` on the columns, a
+twiddle ``W_L^{k_1 j_2}``, then ``z @ F_C`` on each row; the spectrum comes out in factorised order
+``k = k_1 + S k_2``. Everything between two column products acts on one row ``k_1`` at a time --
+the twiddle, ``F_C``, the spectrum, ``F_C^-1``, the inverse twiddle, the row part of ``D`` -- so it
+folds into one complex ``C x C`` matrix per row (and per generator), applied as one batched
+``MatMul``. Between the two circulant products, the inverse's column product, ``D^-1``'s column
+part and the next forward column product fold into one matrix. So a layer is
 
-    X[k_l + N_l k_r] = sum_{j_r} W_R^{j_r k_r} W_M^{j_r k_l} sum_{j_l} W_{N_l}^{j_l k_l} x[R j_l + j_r]
+    column product -> per-row products (h) -> column product -> per-row products (g) -> column product
 
-so a stage is a product ``F_{N_l} @ z`` on the data viewed as ``(..., N_l, R)``, a twiddle
-``W_M^{k_l j_r}`` element-wise, then the same recursively along the last axis; the last stage is
-``z @ F_{N_L}``. The spectrum comes out in *factorised* (digit-reversed) order, ``(k_1, ..., k_L)``
-row-major, and is left there: the element-wise spectrum products of the Toeplitz-like layer do not
-care about order (their constants are permuted once, :func:`factorised_order`), and the inverse
-plan undoes the stages in reverse, reading that order and writing natural order. No transpose.
+five ``MatMul`` s, with complex numbers as real 2 x 2 blocks ``[[re, -im], [im, re]]`` inside the
+constant matrices, so no node ever splits real and imaginary parts. The sum over the displacement
+rank is inside the second per-row product (its rows are the r generators' rows side by side).
 
-Two more things fold into the constants: a geometric pre-scale ``w^j`` of the input (the
-skew-circulant twiddle) splits as ``w^{R j_l} w^{j_r}`` into the first matrix's columns and the
-first twiddle, and likewise a post-scale of the inverse's output. A real input costs two real
-products per matrix step instead of four, and a real input of length 2N read as ``lo + i hi``
-(the "packed halves" of the half-length skew product) is a first matrix ``[F, iF]`` on the real
-data: no split. A real-only output costs two.
-
-Factors are chosen by :func:`factorise`: as few levels as keep every factor at most
-:data:`MAX_FACTOR` (picked by measurement in onnxruntime, see docs/benchmarks.md). A length whose
-prime factors exceed it keeps that prime as one dense stage: correct, but O(N p) instead of
-O(N log N) -- e.g. a prime width is a full N x N DFT matrix.
+Real data pays half: for even n the skew product runs at length n/2 on ``x_lo + i x_hi`` and hands
+back ``u_lo + i u_hi``, which *is* u in natural order; the circulant product of real u keeps only
+the rows ``k_1 <= S/2`` of its spectrum (the others are their conjugates) and the last column
+product takes the real part. Constants: O(r n C) numbers with C = min(sqrt n, 32) (per-row
+matrices) instead of the O(r n) of the fft form: about 4 r n C floats, e.g. 0.56 MB at n = 1024
+and 2.3 MB at n = 4096 per
+generator pair, against 4 MB and 64 MB for dense. Node count is what this form is for: onnxruntime
+spends a few microseconds per node, about what a 1024 x 1024 ``Gemm`` costs at batch 1, so a few
+big products beat many small ones (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_FACTOR", "Step", "Transform", "factorise", "factorised_order", "plan"]
+__all__ = ["MAX_COLS", "Split", "layer_matrices", "real_block", "split"]
 
-#: Largest factor of a planned transform; 2 levels up to 64^2 = 4096, 3 above (measured, onnxruntime CPU).
-MAX_FACTOR = 64
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step on complex data held as (real, imaginary) arrays, viewed as ``(-1, rows, cols)``.
-
-    ``kind`` is ``"left"`` (``matrix @ z``, matrix ``(out_rows, rows)``), ``"right"``
-    (``z @ matrix``, viewed as ``(-1, cols)``; ``rows`` is 1) or ``"twiddle"`` (``z * matrix``,
-    matrix ``(rows, cols)``). ``matrix`` is complex (numpy complex128).
-    """
-
-    kind: str
-    matrix: np.ndarray
-    rows: int
-    cols: int
+#: Longest row. Measured in onnxruntime (one thread, T1 layer, docs/benchmarks.md): rows of 32 beat
+#: 64 by about 25 % at batch 1 for n = 2048 and 4096 and tie at batch 64, with half the constants.
+MAX_COLS = 32
 
 
 @dataclass(frozen=True)
-class Transform:
-    """A planned DFT: ``steps`` take ``length_in`` numbers per row to ``length_out``.
-
-    ``real_input``: the first step reads real data (two real products, not four).
-    ``real_output``: only the real part of the last step is wanted.
-    """
+class Split:
+    """How a width n is viewed: input rows ``n // cols``, skew rows ``skew`` (complex), circulant rows
+    ``rows`` of which ``half`` are kept, each row ``cols`` long."""
 
     n: int
-    factors: tuple[int, ...]
-    inverse: bool
-    steps: tuple[Step, ...]
-    real_input: bool
-    real_output: bool
+    cols: int
+    skew: int
+    rows: int
 
     @property
-    def length_in(self) -> int:
-        first = self.steps[0]
-        return first.matrix.shape[0] if first.kind == "right" else first.matrix.shape[1] * first.cols
-
-    @property
-    def length_out(self) -> int:
-        return self.n
+    def half(self) -> int:
+        return self.rows // 2 + 1
 
 
-def factorise(n: int, max_factor: int = MAX_FACTOR) -> tuple[int, ...]:
-    """Balanced factors of ``n``, each at most ``max_factor`` where the primes allow, fewest levels."""
-    primes = _primes(n)
-    if not primes:
-        return (1,)
-    big = [p for p in primes if p > max_factor]
-    small = sorted((p for p in primes if p <= max_factor), reverse=True)
-    for levels in range(1, len(small) + 1):
-        groups = [1] * levels
-        for p in small:  # largest prime first, into the group with the smallest product
-            groups[groups.index(min(groups))] *= p
-        if max(groups) <= max_factor:
-            break
-    else:
-        groups = []
-    return tuple(sorted(groups + big, reverse=True)) if small else tuple(big)
+def split(n: int) -> Split:
+    """Rows of about sqrt(n) (the column and row products then cost about the same), at most
+    :data:`MAX_COLS` long."""
+    length = n // 2 if n % 2 == 0 else n  # the skew product's length (packed halves for even n)
+    divisors = [d for d in range(1, min(length, MAX_COLS) + 1) if length % d == 0]
+    cols = min(divisors, key=lambda d: (abs(math.log(d) - math.log(n) / 2), d))
+    return Split(n, cols, length // cols, n // cols)
 
 
-def factorised_order(factors: tuple[int, ...]) -> np.ndarray:
-    """``idx`` such that ``spectrum[..., idx]`` is a natural-order spectrum in the plans' factorised order."""
-    shape = tuple(factors)
-    digits = np.unravel_index(np.arange(int(np.prod(shape))), shape)
-    index = np.zeros_like(digits[0])
-    scale = 1
-    for digit, size in zip(digits, shape, strict=True):
-        index = index + scale * digit
-        scale *= size
-    return index
+def real_block(a: np.ndarray, inp: str, out: str) -> np.ndarray:
+    """The real matrix of ``z -> a @ z`` (``a`` complex, leading axes batched) on complex vectors stored
+    as ``"planar"`` (all real parts, then all imaginary), ``"interleaved"`` (re, im per entry) or
+    ``"real"`` (input: imaginary part zero; output: real part only)."""
+    p, q = a.shape[-2:]
+    blocks = np.empty((*a.shape[:-2], 2, p, 2, q))  # (out part, out index, in part, in index)
+    blocks[..., 0, :, 0, :], blocks[..., 0, :, 1, :] = a.real, -a.imag
+    blocks[..., 1, :, 0, :], blocks[..., 1, :, 1, :] = a.imag, a.real
+    if inp == "real":
+        blocks = blocks[..., :1, :]
+    elif inp == "interleaved":
+        blocks = np.swapaxes(blocks, -1, -2)
+    if out == "real":
+        blocks = blocks[..., :1, :, :, :]
+    elif out == "interleaved":
+        blocks = np.swapaxes(blocks, -4, -3)
+    lead = a.shape[:-2]
+    return blocks.reshape(*lead, blocks.shape[-4] * blocks.shape[-3], blocks.shape[-2] * blocks.shape[-1])
 
 
-def plan(
-    n: int,
-    inverse: bool = False,
-    *,
-    scale: complex | None = None,
-    real_input: bool = False,
-    packed: bool = False,
-    real_output: bool = False,
-    factors: tuple[int, ...] | None = None,
-) -> Transform:
-    """Plan a length-``n`` DFT (``inverse``: the inverse DFT, 1/n included).
+def layer_matrices(n: int, g: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+    """The five real matrices of the layer with generators ``g``, ``h`` of shape ``(blocks, r, n)``.
 
-    Forward plans read natural order and write factorised order; inverse plans the reverse.
-    ``scale`` = w multiplies the input of a forward plan by ``w^j`` (natural index j), or the output
-    of an inverse plan by ``w^j``, at no cost. ``packed`` (forward only): the input is real of length
-    2n, ``lo`` then ``hi``, transformed as ``lo + i hi``.
+    ``left_in`` ``(2 S, n / C)``, ``rows_h`` ``(blocks r, S, 2C, 2C)``, ``left_mid`` ``(2 H, 2 S)``,
+    ``rows_g`` ``(blocks, H, r 2C, 2C)``, ``left_out`` ``(n / C, 2 H)`` for the :func:`split` C, S, H.
+    Rows of the per-row products are ``(re, im)`` planar; the column products' rows interleaved.
     """
-    factors = factorise(n) if factors is None else tuple(factors)
-    if int(np.prod(factors)) != n:
-        raise ValueError(f"factors {factors} do not multiply to {n}")
-    if inverse and packed:
-        raise ValueError("only a forward transform reads packed halves")
-    steps = _inverse_steps(factors) if inverse else _forward_steps(factors)
-    if scale is not None:
-        _fold_scale(steps, scale, inverse)
-    if packed:
-        first = steps[0]
-        if first.kind == "left":
-            steps[0] = Step("left", np.concatenate([first.matrix, 1j * first.matrix], 1), 2 * first.rows, first.cols)
-        else:
-            steps[0] = Step("right", np.concatenate([first.matrix, 1j * first.matrix], 0), 1, 2 * first.cols)
-    return Transform(n, factors, inverse, tuple(steps), real_input or packed, real_output)
+    blocks, rank, _ = g.shape
+    s = split(n)
+    c, length = s.cols, s.skew * s.cols
+    eta = np.exp(1j * np.pi / n)
+    even = n % 2 == 0
+    # Skew product: D x (D = eta^j) transformed at length `length`; x packed as lo + i hi for even n.
+    col = eta ** (c * np.arange(s.skew))
+    left_in = real_block(_dft(s.skew) * col[None, :], "planar" if even else "real", "interleaved")
+    row = eta ** np.arange(c)
+    hh = np.fft.fft((h[..., : n // 2] + 1j * h[..., n // 2 :] if even else h) * eta ** np.arange(length))
+    rows_h = _rows(hh.reshape(blocks * rank, length), s.skew, c, row, s.skew)
+    skew_inverse = real_block(np.conj(_dft(s.skew) * col[None, :]).T / s.skew, "interleaved",
+                              "planar" if even else "real")  # fmt: skip
+    # Circulant product of real u: the spectrum's first H column rows only.
+    forward = real_block(_dft(s.rows)[: s.half], "real", "interleaved")
+    gg = np.fft.fft(g).reshape(blocks * rank, n)
+    rows_g = _rows(gg, s.rows, c, np.ones(c), s.half)  # (blocks r, H, 2C, 2C)
+    rows_g = rows_g.reshape(blocks, rank, s.half, 2 * c, 2 * c).transpose(0, 2, 1, 3, 4)
+    weights = np.where((np.arange(s.half) == 0) | (2 * np.arange(s.half) == s.rows), 1.0, 2.0)
+    left_out = real_block(np.conj(_dft(s.rows))[:, : s.half] * weights / s.rows, "interleaved", "real")
+    return {"left_in": left_in, "rows_h": rows_h, "left_mid": forward @ skew_inverse,
+            "rows_g": rows_g.reshape(blocks, s.half, rank * 2 * c, 2 * c), "left_out": left_out}  # fmt: skip
 
 
-def _levels(factors: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(N_l, R_l) per level: the stage's size and the length of what remains after it."""
-    out, rest = [], int(np.prod(factors))
-    for size in factors:
-        rest //= size
-        out.append((size, rest))
-    return out
-
-
-def _forward_steps(factors: tuple[int, ...]) -> list[Step]:
-    steps = []
-    for size, rest in _levels(factors)[:-1]:
-        steps += [Step("left", _dft(size), size, rest), Step("twiddle", _twiddle(size, rest), size, rest)]
-    size = factors[-1]
-    return [*steps, Step("right", _dft(size), 1, size)]  # the DFT matrix is symmetric
-
-
-def _inverse_steps(factors: tuple[int, ...]) -> list[Step]:
-    """The forward steps undone in reverse order: conjugated, each matrix divided by its size."""
-    size = factors[-1]
-    steps = [Step("right", np.conj(_dft(size)) / size, 1, size)]
-    for size, rest in reversed(_levels(factors)[:-1]):
-        steps += [Step("twiddle", np.conj(_twiddle(size, rest)), size, rest),
-                  Step("left", np.conj(_dft(size)) / size, size, rest)]  # fmt: skip
-    return steps
-
-
-def _fold_scale(steps: list[Step], scale: complex, inverse: bool) -> None:
-    """Multiply a forward plan's input (an inverse plan's output) by ``scale**j``, natural index j.
-
-    ``scale^(R j_l + j_r) = scale^(R j_l) scale^(j_r)``: the first (last) matrix takes the first
-    factor, the twiddle next to it the second, since that twiddle is diagonal in j_r and commutes
-    with the matrix's product over j_l.
-    """
-    index = 0 if not inverse else len(steps) - 1
-    step = steps[index]
-    if step.kind == "right":  # a single stage: z @ M, input j on M's rows (output j on its columns)
-        powers = scale ** np.arange(step.matrix.shape[0])
-        matrix = step.matrix * (powers[None, :] if inverse else powers[:, None])
-        steps[index] = Step("right", matrix, step.rows, step.cols)
-        return
-    size, rest = step.rows, step.cols
-    outer, inner = scale ** (rest * np.arange(size)), scale ** np.arange(rest)
-    matrix = step.matrix * (outer[:, None] if inverse else outer[None, :])
-    steps[index] = Step("left", matrix, size, rest)
-    twiddle = steps[index - 1 if inverse else index + 1]
-    steps[index - 1 if inverse else index + 1] = Step("twiddle", twiddle.matrix * inner[None, :], size, rest)
+def _rows(spectra: np.ndarray, rows: int, cols: int, scale: np.ndarray, keep: int) -> np.ndarray:
+    """Per-row real matrices (right products on planar rows) of ``scale * twiddle * F_C diag(spectrum)
+    F_C^-1 * conj(twiddle * scale)``, rows ``k_1 < keep``, for spectra ``(batch, rows cols)`` in
+    natural order; ``(batch, keep, 2C, 2C)``."""
+    k1 = np.arange(keep)
+    twiddle = np.exp(-2j * np.pi * np.outer(k1, np.arange(cols)) / (rows * cols)) * scale
+    fc = _dft(cols)
+    spectrum = spectra.reshape(-1, cols, rows)[:, :, :keep].transpose(0, 2, 1)  # [.., k1, k2] = spectra[k1 + rows k2]
+    forward = twiddle[:, :, None] * fc  # (keep, j2, k2)
+    inverse = np.conj(forward).transpose(0, 2, 1) / cols  # (keep, k2, j2)
+    p = (forward * spectrum[:, :, None, :]) @ inverse  # z @ p per row: z' = z_re p_re - z_im p_im + i(...)
+    out = np.empty((*p.shape[:2], 2, cols, 2, cols))
+    out[:, :, 0, :, 0], out[:, :, 0, :, 1], out[:, :, 1, :, 0], out[:, :, 1, :, 1] = p.real, p.imag, -p.imag, p.real
+    return out.reshape(*p.shape[:2], 2 * cols, 2 * cols)
 
 
 def _dft(size: int) -> np.ndarray:
     k = np.arange(size)
     return np.exp(-2j * np.pi * (np.outer(k, k) % size) / size)
-
-
-def _twiddle(rows: int, rest: int) -> np.ndarray:
-    return np.exp(-2j * np.pi * np.outer(np.arange(rows), np.arange(rest)) / (rows * rest))
-
-
-def _primes(n: int) -> list[int]:
-    out, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        out.append(n)
-    return out

@@ -233,8 +233,8 @@ class ToeplitzLike(LinearLayer):
         """A copy computing the same function in a deployed form, which :mod:`nas.export` writes to ONNX.
 
         ``"fft"`` keeps the generators' spectra (O(r n) numbers) for four ONNX ``DFT`` nodes;
-        ``"fftmm"`` the same product with every transform written as small matrix products
-        (:class:`~nas.layers.fftmm.ToeplitzMM`); ``"dense"`` is a :class:`~nas.layers.Dense`
+        ``"fftmm"`` the same product folded into five matrix products with O(r n sqrt n) constants
+        (:class:`~nas.layers.ToeplitzMM`, no ``DFT``); ``"dense"`` is a :class:`~nas.layers.Dense`
         holding :meth:`to_dense`, a ``Gemm``. Which one is fastest is a property of the device:
         export them all and measure.
         """
