@@ -41,10 +41,11 @@ def layer_times(agent: Agent, model: Path, spec: ArchSpec, settings: MeasureSett
 def layer_table(study: optuna.Study, number: int, agent: str | None = None) -> Table:
     """Profile trial ``number`` of ``study`` on ``agent`` (default: the study's first) as a table."""
     from device_agents import registry
+    from nas.artifacts import study_artifacts
     from nas.export import export_onnx
     from nas.model import build_model, deployed, spec_seed
     from nas.space import space_from_dict
-    from nas.storage import artifact_store, study_config
+    from nas.storage import study_config
 
     config = study_config(study)
     agents = list(config.get("agents") or [])
@@ -60,7 +61,7 @@ def layer_table(study: optuna.Study, number: int, agent: str | None = None) -> T
     stored = (record.data.artifacts or {}).get("onnx", {}).get(form)
     with tempfile.TemporaryDirectory(prefix="nas-profile-") as tmp, registry.open_agent(agent) as device:
         if stored:  # the trained model; latency does not depend on the weights, so else the untrained one
-            model = artifact_store(study).path(stored)
+            model = study_artifacts(study).download(stored, Path(tmp) / "model.onnx")
         else:
             model = export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features,
                                 Path(tmp) / "model.onnx")
