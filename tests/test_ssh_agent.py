@@ -4,6 +4,7 @@ measuring, the device lock, hostile names, and a device that goes away."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -379,12 +380,17 @@ def study_space(min_seconds: float) -> str:
 
 
 def study_cli(*args: str) -> subprocess.Popen:
-    """The real ``nas`` CLI in a subprocess (environment and cwd from ``nas_env``)."""
+    """The real ``nas`` CLI in a subprocess (environment and cwd from ``nas_env``).
+
+    Ctrl-C is restored to Python's default in it: a test run started in the background of a
+    non-interactive shell (``nohup ... &``) inherits SIGINT ignored, and a user's terminal never is.
+    """
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("nas")), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
