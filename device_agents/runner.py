@@ -363,14 +363,16 @@ def _paired_clock(threads):
     return "wall", time.perf_counter
 
 
-def _calls_per_sample(session, feeds, min_sample_ms):
-    """TVM's ``number``: calls per sample so that one sample lasts at least ``min_sample_ms``."""
+def _calls_per_sample(session, feeds, min_sample_ms, tries=3):
+    """TVM's ``number``: calls per sample so that one sample lasts at least ``min_sample_ms``.
+
+    Each size is judged by the fastest of ``tries`` samples: a single sample the OS interrupted
+    looks long enough with too few calls, and the timed samples, free of that interruption, would
+    then last a fraction of ``min_sample_ms``.
+    """
     number = 1
     while True:
-        tick = time.perf_counter()
-        for _ in range(number):
-            session.run(None, feeds)
-        elapsed_ms = (time.perf_counter() - tick) * 1000.0
+        elapsed_ms = min(_sample_ms(session, feeds, number) * number for _ in range(tries))
         if elapsed_ms >= min_sample_ms or number >= 1 << 16:
             return number
         per_call = max(elapsed_ms / number, 1e-6)

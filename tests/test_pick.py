@@ -82,7 +82,9 @@ def test_bundle_round_trips_in_the_chosen_form(at_root, capsys, monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert (got.argmax(1) == expected.argmax(1)).all()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["trial"] == 0 and metrics["form"] == form and metrics["pareto"] is True
+    assert metrics["trial"] == 0 and metrics["form"] == form
+    # whether trial 0 is on the front depends on the latencies measured; Optuna's own front decides
+    assert metrics["pareto"] == (0 in {t.number for t in load_study(NAME).best_trials})
     assert metrics["accuracy"]["bundle"] == pytest.approx(_accuracy(0))
     assert metrics["accuracy"]["onnx"] == pytest.approx(_accuracy(0), abs=0.01)
     assert metrics["onnx_check"]["max_abs_diff"] < 1e-3 and metrics["retrain"] is None
