@@ -14,7 +14,10 @@ from tests.spaces import FAST_SPACE, write_space
 NAS = str(Path(sys.executable).with_name("nas"))
 
 
-@pytest.mark.parametrize("shipped", ["digits", "mnist_shl"])
+SHIPPED = sorted(path.stem for path in (Path(__file__).parents[1] / "search_spaces").glob("*.toml"))
+
+
+@pytest.mark.parametrize("shipped", SHIPPED)
 def test_shipped_spaces_load(shipped):
     space = load_space(shipped)
     assert space.name == shipped
