@@ -203,6 +203,16 @@ class Agent(ABC):
         args = ["--paired", *settings.runner_args()]
         return self.run_models([Path(m) for m in models], args, self.timeout_for(settings, len(models)))
 
+    def calibrate(self, settings: MeasureSettings, seconds: float = 1.0) -> float:
+        """The device's undisturbed time for the runner's reference workload, ms per call.
+
+        Measurements carry the paired ratio model / reference; times this figure, they give a latency
+        at the device's own speed whatever it was doing meanwhile (runner ``--calibrate``).
+        """
+        settings = self.settings_for(settings)
+        args = ["--calibrate", "--calibrate-seconds", str(seconds), *settings.runner_args()]
+        return self.run_models([], args, self.timeout_for(settings))["calibration"]["reference_ms"]
+
     def profile(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
         """Measure one model with onnxruntime's profiler on: adds ``layers_ms`` (ms per call per layer)."""
         settings = self.settings_for(settings)

@@ -15,6 +15,11 @@ tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf tes
 * ``--paired``: several models in one process, sampled in turn (A, B, A, B, ... after warm-up, the
   order rotated each round) so slow drifts of the device hit every model alike; the result holds
   each model's figures and the paired ratios with their intervals;
+* a reference workload (two fixed 128 x 128 ``MatMul``s) timed in alternation with every model,
+  so each result says how fast the device ran meanwhile (``reference``: its median and the paired
+  ratio model / reference, which the device's own speed changes cancel out of), and
+  ``--calibrate``, the device's undisturbed speed on that workload, which the host multiplies the
+  ratio by to get a latency that does not depend on what the device was doing;
 * a fixed intra-op thread count and optional CPU pinning;
 * the model's own memory: the peak (``VmHWM``) is reset just before the session is created, so the
   peak after the runs minus the resident size before the session is what loading and running the
@@ -310,6 +315,25 @@ def _prime(np, ort, threads):
         pass  # the figures then include the set-up, which is all that is lost
 
 
+# The reference workload (opset 13, IR 7, 193 bytes): x[1, 128] -> MatMul(W) -> Relu -> MatMul(W), with
+# W = 1/128 everywhere made by ConstantOfShape, so no weights travel in the file.
+_REFERENCE = (
+    "CAc6tgEKNgoFc2hhcGUSAXciD0NvbnN0YW50T2ZTaGFwZSoZCgV2YWx1ZSoNCAEQASIEAAAAPEIBdqABBAoRCgF4CgF3EgFoIgZNYXRN"
+    "dWwKDAoBaBIBciIEUmVsdQoRCgFyCgF3EgF5IgZNYXRNdWwSCXJlZmVyZW5jZSoRCAIQBzoEgAGAAUIFc2hhcGVaFAoBeBIPCg0IARIJ"
+    "CgIIAQoDCIABYhQKAXkSDwoNCAESCQoCCAEKAwiAAUIECgAQDQ=="
+)
+
+
+def _reference(np, ort, threads, warmup):
+    """The reference workload's session and input, warmed up."""
+    import base64
+
+    session = _session(ort, base64.b64decode(_REFERENCE), threads)
+    feeds = {"x": np.full((1, 128), 0.5, dtype=np.float32)}
+    _warm(session, feeds, warmup)
+    return session, feeds
+
+
 def _model_memory(before, after_runs, reset):
     """What the model itself costs: the peak after the runs above the process before the session."""
     base = before["rss_kb"] if reset else before["peak_kb"]
@@ -383,13 +407,15 @@ def _spread(stats):
     return stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
 
 
-def _sample_rounds(np, take, count, args):
-    """Sample rounds until min count and min duration; again while any spread is above the limit.
+def _sample_rounds(np, take, count, args, spread=None):
+    """Sample rounds until min count and min duration; again while the spread is above the limit.
 
-    ``take(i)`` appends the i-th round's samples (one per model) to the lists it returns. Returns
-    the samples of the last round, how many rounds ran, the timed seconds and whether the last
-    round was still too spread (``unstable``).
+    ``take(i)`` appends the i-th round's samples (one per model) to the lists it returns; the
+    spread is ``spread(samples)``, by default the largest of the lists' own. Returns the samples
+    of the last round, how many rounds ran, the timed seconds and whether the last round was
+    still too spread (``unstable``).
     """
+    spread = spread or (lambda samples: max(_spread(_stats(np, each)) for each in samples))
     deadline = time.perf_counter() + args.max_seconds
     rounds = 0
     timed = 0.0
@@ -404,8 +430,7 @@ def _sample_rounds(np, take, count, args):
             if time.perf_counter() > deadline and index >= 3:
                 break
         timed += time.perf_counter() - started
-        spreads = [_spread(_stats(np, each)) for each in samples]
-        unstable = max(spreads) > args.max_spread
+        unstable = spread(samples) > args.max_spread
         if not unstable or rounds >= args.max_rounds or time.perf_counter() > deadline:
             return samples, rounds, timed, unstable
 
@@ -417,15 +442,55 @@ def _latency(np, samples, number, rounds, timed, unstable):
     return stats
 
 
-def _timed_runs(np, session, feeds, args):
-    """Per-call latency of one model: samples of ``number`` calls, re-measured while too spread."""
-    number = _calls_per_sample(session, feeds, args.min_sample_ms)
+def _ratio(np, a, b):
+    """Median over pairs of sample a / sample b, with its 95 % interval."""
+    paired = np.asarray(a) / np.asarray(b)
+    low, high = _median_interval(np, paired)
+    return {"ratio": float(np.median(paired)), "ci_low": low, "ci_high": high}
+
+
+def _timed_runs(np, session, feeds, args, reference):
+    """Per-call latency of one model: samples of ``number`` calls, re-measured while too spread.
+
+    Each sample of the model is paired with one of the reference workload, the order alternating,
+    so ``reference`` says how fast the device ran meanwhile: its median, and the paired ratio model /
+    reference, from which the device's own speed changes cancel out.
+    """
+    pair = [(session, feeds), reference]
+    numbers = [_calls_per_sample(each, inputs, args.min_sample_ms) for each, inputs in pair]
 
     def take(index, samples):
-        samples[0].append(_sample_ms(session, feeds, number))
+        for step in range(2):
+            which = (index + step) % 2
+            samples[which].append(_sample_ms(pair[which][0], pair[which][1], numbers[which]))
 
-    samples, rounds, timed, unstable = _sample_rounds(np, take, 1, args)
-    return _latency(np, samples[0], number, rounds, timed, unstable)
+    def ratio_spread(samples):  # what the host uses is the ratio: its spread is the one that counts
+        return _spread(_stats(np, np.asarray(samples[0]) / np.asarray(samples[1])))
+
+    samples, rounds, timed, unstable = _sample_rounds(np, take, 2, args, ratio_spread)
+    latency = _latency(np, samples[0], numbers[0], rounds, timed, unstable)
+    latency["reference"] = dict(_ratio(np, samples[0], samples[1]), median=float(np.median(samples[1])),
+                                spread=ratio_spread(samples))
+    return latency
+
+
+def calibrate(args):
+    """The device's undisturbed speed: the fastest of the reference workload's round medians.
+
+    Rounds of ten samples run for ``--calibrate-seconds``; a device that is busy or slowed down for
+    part of that time still has rounds at its own speed, and the fastest one is kept.
+    """
+    np, ort = _import_runtime()
+    _pin(args)
+    session, feeds = _reference(np, ort, args.threads, args.warmup)
+    number = _calls_per_sample(session, feeds, args.min_sample_ms)
+    medians = []
+    deadline = time.perf_counter() + args.calibrate_seconds
+    while time.perf_counter() < deadline or len(medians) < 3:
+        medians.append(float(np.median([_sample_ms(session, feeds, number) for _ in range(10)])))
+    fastest = min(medians)
+    return {"calibration": {"reference_ms": fastest, "rounds": len(medians), "number": number,
+                            "spread": (max(medians) - fastest) / fastest}}
 
 
 def _warm(session, feeds, warmup):
@@ -446,6 +511,10 @@ def _check_models(args):
         expected = args.sha256[index] if args.sha256 and index < len(args.sha256) else None
         if expected and _sha256(model) != expected:
             raise RunnerError("model_corrupt", "model file " + model + " does not match its content hash")
+    _pin(args)
+
+
+def _pin(args):
     if args.pin_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.pin_cpu})
 
@@ -456,6 +525,7 @@ def measure(args):
     _check_models(args)
     baseline = _proc_status_kb()
     _prime(np, ort, args.threads)
+    reference = _reference(np, ort, args.threads, args.warmup)
     reset = _reset_peak()
     before_session = _proc_status_kb()
     tick = time.perf_counter()
@@ -465,7 +535,7 @@ def measure(args):
     feeds = _inputs(np, session, args.batch)
     _warm(session, feeds, args.warmup)
     try:
-        latency = _timed_runs(np, session, feeds, args)
+        latency = _timed_runs(np, session, feeds, args, reference)
     except Exception as exc:
         raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
     after_runs = _proc_status_kb()
@@ -506,12 +576,7 @@ def compare(args):
     except Exception as exc:
         raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
     models = [_latency(np, samples[i], numbers[i], rounds, timed, unstable) for i in range(count)]
-    ratios = []
-    for i in range(count):
-        for j in range(i + 1, count):
-            paired = np.asarray(samples[i]) / np.asarray(samples[j])
-            low, high = _median_interval(np, paired)
-            ratios.append({"a": i, "b": j, "ratio": float(np.median(paired)), "ci_low": low, "ci_high": high})
+    ratios = [dict(_ratio(np, samples[i], samples[j]), a=i, b=j) for i in range(count) for j in range(i + 1, count)]
     return {"paired": {"models": models, "ratios": ratios, "timed_s": timed, "clock": clock_name}}
 
 
@@ -610,6 +675,8 @@ def parse_args(argv=None):
                         help="ONNX model to measure (or, with --probe, a DFT test model); several with --paired")
     parser.add_argument("--probe", action="store_true", help="print the device fingerprint only")
     parser.add_argument("--paired", action="store_true", help="measure the --model files interleaved")
+    parser.add_argument("--calibrate", action="store_true", help="the device's undisturbed speed on the reference")
+    parser.add_argument("--calibrate-seconds", type=float, default=1.0, help="how long --calibrate samples")
     parser.add_argument("--profile", action="store_true", help="also return time per layer (onnxruntime profiler)")
     parser.add_argument("--sha256", action="append", help="expected content hash of each --model, in order")
     parser.add_argument("--threads", type=int, default=1)
@@ -644,6 +711,8 @@ def main(argv=None):
             result["started_at"] = time.time()
             if args.probe:
                 result.update(probe(args))
+            elif args.calibrate:
+                result.update(calibrate(args))
             else:
                 result.update(compare(args) if args.paired else measure(args))
                 result["fingerprint"] = fingerprint(args.threads)

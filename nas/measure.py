@@ -83,12 +83,24 @@ def model_facts(path: Path) -> tuple[int, set[str]]:
     return weights, {node.op_type for node in model.graph.node}
 
 
-def form_measurement(result: dict[str, Any]) -> FormMeasurement:
-    """The figures of one runner result (per call, MiB)."""
+def form_measurement(result: dict[str, Any], reference_ms: float | None = None) -> FormMeasurement:
+    """The figures of one runner result (per call, MiB).
+
+    With the agent's calibrated ``reference_ms`` (``nas.reference``) the latency is the paired ratio
+    model / reference times it: the model's latency at the device's undisturbed speed. Without it,
+    or from a runner without the reference, it is the median as timed.
+    """
     latency, memory = result["latency_ms"], result["memory_kb"]
+    paired = latency.get("reference")
+    median, low, high, p90, speed = latency["median"], latency["ci_low"], latency["ci_high"], latency["p90"], None
+    spread = latency["spread"]
+    if reference_ms and paired:
+        speed = reference_ms / paired["median"]
+        median, low, high = (paired[key] * reference_ms for key in ("ratio", "ci_low", "ci_high"))
+        p90, spread = p90 * speed, paired["spread"]
     return FormMeasurement(
-        median_ms=latency["median"], p90_ms=latency["p90"], ci_low_ms=latency["ci_low"],
-        ci_high_ms=latency["ci_high"], spread=latency["spread"], unstable=latency["unstable"],
+        median_ms=median, p90_ms=p90, ci_low_ms=low, ci_high_ms=high, timed_median_ms=latency["median"],
+        device_speed=speed, spread=spread, unstable=latency["unstable"],
         calls_per_sample=latency["number"], model_peak_mib=memory["model_peak_kb"] / KIB_PER_MIB,
         process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB, runner=result,
     )
@@ -129,11 +141,12 @@ def _order(form: str) -> int:
 
 def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path], settings: MeasureSettings,
                   tie_margin: float, sizes: dict[str, int] | None = None,
-                  unavailable: dict[str, str] | None = None) -> AgentMeasurement:
+                  unavailable: dict[str, str] | None = None, reference_ms: float | None = None) -> AgentMeasurement:
     """Every form of one candidate on ``agent`` and the one to deploy there.
 
     ``unavailable`` names forms known beforehand not to run there (with why); a form whose model
     the device cannot load or run is added to them. An agent where no form runs is a DeviceError.
+    ``reference_ms``: the agent's calibration, see ``form_measurement``.
     """
     unavailable = dict(unavailable or {})
     sizes = sizes or {form: path.stat().st_size for form, path in files.items()}
@@ -143,7 +156,7 @@ def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path],
             forms[form] = FormMeasurement(available=False, reason=unavailable[form])
             continue
         try:
-            forms[form] = form_measurement(cache.measure(agent, path, settings))
+            forms[form] = form_measurement(cache.measure(agent, path, settings), reference_ms)
         except DeviceError as exc:
             if exc.kind not in UNAVAILABLE_KINDS:
                 raise

@@ -35,11 +35,13 @@ class FormMeasurement(_Model):
 
     available: bool = True
     reason: str | None = None  # why the form is unavailable on this agent
-    median_ms: float | None = None  # per call
+    median_ms: float | None = None  # per call, at the device's calibrated speed (nas.reference) when known
     p90_ms: float | None = None
     ci_low_ms: float | None = None  # 95 % interval of the median
     ci_high_ms: float | None = None
-    spread: float | None = None  # IQR / median of the last round
+    timed_median_ms: float | None = None  # the median as timed, at whatever speed the device ran then
+    device_speed: float | None = None  # that speed: calibrated reference time / reference time meanwhile
+    spread: float | None = None  # IQR / median of the last round (of the ratio to the reference when calibrated)
     unstable: bool = False  # still above the spread limit after the last round
     calls_per_sample: int | None = None
     model_peak_mib: float | None = None  # the model's own peak: process peak after the runs minus before the session

@@ -37,6 +37,7 @@ from nas.measure import MeasurementCache, device_seconds, measure_forms, model_f
 from nas.model import build_model, deployed, spec_seed
 from nas.names import check_study_name
 from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
+from nas.reference import study_references
 from nas.samplers import SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
@@ -52,8 +53,9 @@ class CandidateEvaluator:
     """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
 
     def __init__(self, config: dict[str, Any], pool: AgentPool, data: Dataset,
-                 cache: MeasurementCache, store: StudyArtifacts) -> None:
+                 cache: MeasurementCache, store: StudyArtifacts, references: dict[str, float]) -> None:
         self.config = config
+        self.references = references  # agent -> calibrated reference ms (nas.reference)
         self.space: SearchSpace = space_from_dict(config["space"])
         self.pool = pool
         self.data = data
@@ -143,7 +145,8 @@ class CandidateEvaluator:
 
         def on_device(agent: Agent) -> AgentMeasurement:
             lacking = {form: reason for form in files if (reason := _lacks(agent.name, ops[form]))}
-            return measure_forms(self.cache, agent, files, self.settings, tie_margin, sizes, lacking)
+            return measure_forms(self.cache, agent, files, self.settings, tie_margin, sizes, lacking,
+                                 self.references.get(agent.name))
 
         futures = {name: self.pool.call(name, on_device) for name in self.config["agents"]}
         errors = []
@@ -336,7 +339,9 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     with AgentPool() as pool:
         for agent in config["agents"]:
             pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
-        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study), store)
+        space_settings = space.measure.settings()
+        references = study_references(study, pool, config["agents"], space_settings)
+        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study), store, references)
         callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
         if on_trial:
             callbacks.append(on_trial)

@@ -3,7 +3,11 @@
 Three tables, each with a target:
 
 * run to run: five architectures of the demo space, each measured ``--repeats`` times in fresh
-  runner processes; the spread (max - min) / median of their medians (target <= 10 %);
+  runner processes; the spread (max - min) / median of their medians (target <= 10 %). Next to
+  it, what the device's own speed did meanwhile: after each measurement a fixed reference model
+  (a 128-wide two-layer MLP) and the architecture run interleaved in one process; the spread of
+  the reference's medians is the device's, and the spread of the paired ratio architecture /
+  reference is what remains once the device's speed is divided out;
 * the form choice: one Toeplitz-like candidate's forms measured and chosen ``--choices`` times
   (paired, interleaved, with the space's tie margin); how often the most frequent choice came out
   (target >= 90 %);
@@ -53,6 +57,10 @@ def _export(spec, path: Path) -> Path:  # noqa: ANN001 - ArchSpec
     return export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features, path)
 
 
+def _spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas bench measure", description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="digits", help="search space whose [measure] settings to use")
@@ -61,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from device_agents.local import LocalAgent
+    from device_agents.probe_models import mlp_model
     from nas.measure import MeasurementCache, measure_forms, model_facts
     from nas.space import load_space
 
@@ -75,22 +84,28 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: _export(_spec(layers).with_form("fft"), folder / f"{i}.onnx")
                   for i, (name, layers) in enumerate(ARCHITECTURES)}
 
-        table = Table("layers", "median ms", "min-max of the medians", "spread", "calls/sample", "unstable",
-                      "model peak MiB", "weights MiB", "process peak MiB",
+        reference = mlp_model(folder / "reference.onnx", width=128, depth=2)
+        table = Table("layers", "median ms", "min-max of the medians", "spread", "reference spread",
+                      "ratio spread", "calls/sample", "unstable", "model peak MiB", "weights MiB", "process peak MiB",
                       title=f"run to run: {args.repeats} fresh measurements per architecture (local agent)")
         worst = 0.0
         memory_rows = []
         with console.status("measuring architectures ..."):
             for name, path in models.items():
-                results = [agent.measure(path, settings) for _ in range(args.repeats)]
+                results, references, ratios = [], [], []
+                for _ in range(args.repeats):
+                    results.append(agent.measure(path, settings))
+                    paired = agent.compare([path, reference], settings)["paired"]
+                    references.append(paired["models"][1]["median"])
+                    ratios.append(paired["ratios"][0]["ratio"])
                 medians = [r["latency_ms"]["median"] for r in results]
-                spread = (max(medians) - min(medians)) / statistics.median(medians)
+                spread = _spread(medians)
                 worst = max(worst, spread)
                 peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
                 process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
                 weights = model_facts(path)[0] / 2**20
                 table.add_row(name, f"{statistics.median(medians):.4f}", f"{min(medians):.4f}-{max(medians):.4f}",
-                              f"{spread:.1%}",
+                              f"{spread:.1%}", f"{_spread(references):.1%}", f"{_spread(ratios):.1%}",
                               str(results[0]["latency_ms"]["number"]),
                               f"{sum(r['latency_ms']['unstable'] for r in results)}/{args.repeats}",
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")

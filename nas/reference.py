@@ -1,0 +1,81 @@
+"""The device speed a study's latencies are expressed at.
+
+A device does not run at one speed: on this project's VM the host slows the vCPU two- to threefold
+for tens of seconds at a time, and a phone throttles when warm. So a model measured twice, minutes
+apart, can get medians 2x apart while its ratio to a fixed workload timed alongside stays within a
+few per cent (``nas bench measure``). The runner times its reference workload in alternation with
+every model; the study multiplies the paired ratio model / reference by the agent's calibrated
+reference time, which gives the model's latency at the device's undisturbed speed whatever the
+device was doing meanwhile.
+
+The calibration is made once per agent, device fingerprint and thread count and kept under
+``NAS_HOME`` (so two studies on one host agree), and copied into each study when it first runs
+(so workers on other hosts, and a resumed study, use the same one). ``nas agent check --calibrate``
+makes it again, on a device left idle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import optuna
+
+from device_agents.base import Agent, MeasureSettings, fingerprint_key
+from device_agents.pool import AgentPool
+from nas.paths import nas_home
+
+REFERENCE_ATTR = "reference_ms"  # study user attr: {agent: calibrated reference ms}
+CALIBRATE_SECONDS = 3.0
+_FILE_LOCK = threading.Lock()  # agents calibrate on their own threads; one writer at a time
+
+
+def _calibrations_path() -> Path:
+    return nas_home() / "calibrations.json"
+
+
+def _key(agent: Agent, settings: MeasureSettings) -> str:
+    return f"{agent.name} {fingerprint_key(agent.fingerprint())} threads={agent.settings_for(settings).threads}"
+
+
+def calibrated(agent: Agent, settings: MeasureSettings, again: bool = False) -> float:
+    """The agent's reference time in ms, from ``NAS_HOME`` or (first time, or ``again``) measured now."""
+    key = _key(agent, settings)
+    if not again:
+        with _FILE_LOCK:
+            known = _read(_calibrations_path())
+        if key in known:
+            return known[key]
+    reference_ms = agent.calibrate(settings, CALIBRATE_SECONDS)
+    with _FILE_LOCK:
+        path = _calibrations_path()
+        known = _read(path)
+        known[key] = reference_ms
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(partial, path)
+    return reference_ms
+
+
+def _read(path: Path) -> dict[str, float]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def study_references(study: optuna.Study, pool: AgentPool, agents: list[str], settings: MeasureSettings
+                     ) -> dict[str, float]:
+    """Each agent's reference time for this study: the one stored in it, or its calibration, stored now."""
+    stored = dict(study.user_attrs.get(REFERENCE_ATTR, {}))
+    missing = {name: pool.call(name, lambda agent: calibrated(agent, settings))
+               for name in agents if name not in stored}
+    if missing:
+        stored.update({name: future.result() for name, future in missing.items()})
+        # another worker may have stored its own meanwhile: keep what was there first
+        stored.update(study.user_attrs.get(REFERENCE_ATTR, {}))
+        study.set_user_attr(REFERENCE_ATTR, stored)
+    return stored
