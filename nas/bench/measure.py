@@ -3,11 +3,10 @@
 Three tables, each with a target:
 
 * run to run: five architectures of the demo space, each measured ``--repeats`` times in fresh
-  runner processes; the spread (max - min) / median of their medians (target <= 10 %). Next to
-  it, what the device's own speed did meanwhile: after each measurement a fixed reference model
-  (a 128-wide two-layer MLP) and the architecture run interleaved in one process; the spread of
-  the reference's medians is the device's, and the spread of the paired ratio architecture /
-  reference is what remains once the device's speed is divided out;
+  runner processes as a study measures them; the spread (max - min) / median of the latencies the
+  study records, at the device's calibrated speed (``nas.reference``; target <= 10 %), next to the
+  spread of the medians as timed and of the runner's reference workload timed alongside (what the
+  device's own speed did meanwhile);
 * the form choice: one Toeplitz-like candidate's forms measured and chosen ``--choices`` times
   (paired, interleaved, with the space's tie margin); how often the most frequent choice came out
   (target >= 90 %);
@@ -69,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from device_agents.local import LocalAgent
-    from device_agents.probe_models import mlp_model
-    from nas.measure import MeasurementCache, measure_forms, model_facts
+    from nas.measure import MeasurementCache, form_measurement, measure_forms, model_facts
+    from nas.reference import calibrated
     from nas.space import load_space
 
     measure = load_space(args.space).measure
@@ -84,28 +83,27 @@ def main(argv: list[str] | None = None) -> int:
         models = {name: _export(_spec(layers).with_form("fft"), folder / f"{i}.onnx")
                   for i, (name, layers) in enumerate(ARCHITECTURES)}
 
-        reference = mlp_model(folder / "reference.onnx", width=128, depth=2)
-        table = Table("layers", "median ms", "min-max of the medians", "spread", "reference spread",
-                      "ratio spread", "calls/sample", "unstable", "model peak MiB", "weights MiB", "process peak MiB",
-                      title=f"run to run: {args.repeats} fresh measurements per architecture (local agent)")
+        with console.status("calibrating the device's reference speed ..."):
+            reference_ms = calibrated(agent, settings)
+        table = Table("layers", "median ms", "min-max of the medians", "spread", "spread as timed",
+                      "reference spread", "calls/sample", "unstable", "model peak MiB", "weights MiB",
+                      "process peak MiB", title=f"run to run: {args.repeats} fresh measurements per architecture "
+                      f"(local agent, calibrated reference {reference_ms:.4f} ms)")
         worst = 0.0
         memory_rows = []
         with console.status("measuring architectures ..."):
             for name, path in models.items():
-                results, references, ratios = [], [], []
-                for _ in range(args.repeats):
-                    results.append(agent.measure(path, settings))
-                    paired = agent.compare([path, reference], settings)["paired"]
-                    references.append(paired["models"][1]["median"])
-                    ratios.append(paired["ratios"][0]["ratio"])
-                medians = [r["latency_ms"]["median"] for r in results]
+                results = [agent.measure(path, settings) for _ in range(args.repeats)]
+                medians = [form_measurement(r, reference_ms).median_ms for r in results]
+                timed = [r["latency_ms"]["median"] for r in results]
+                references = [r["latency_ms"]["reference"]["median"] for r in results]
                 spread = _spread(medians)
                 worst = max(worst, spread)
                 peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
                 process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
                 weights = model_facts(path)[0] / 2**20
                 table.add_row(name, f"{statistics.median(medians):.4f}", f"{min(medians):.4f}-{max(medians):.4f}",
-                              f"{spread:.1%}", f"{_spread(references):.1%}", f"{_spread(ratios):.1%}",
+                              f"{spread:.1%}", f"{_spread(timed):.1%}", f"{_spread(references):.1%}",
                               str(results[0]["latency_ms"]["number"]),
                               f"{sum(r['latency_ms']['unstable'] for r in results)}/{args.repeats}",
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")

@@ -267,9 +267,18 @@ def list_() -> None:
     help="ONNX model to measure (default: the calibration model).",
 )
 @click.option("--repeat", type=click.IntRange(min=2), default=5, show_default=True)
-def check(name: str, model: Path | None, repeat: int) -> None:
-    """Re-probe NAME, then measure one model REPEAT times and show their spread."""
+@click.option("--calibrate", is_flag=True,
+              help="Measure the device's reference speed again (leave the device idle); studies started "
+                   "afterwards express latency at it.")
+def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
+    """Re-probe NAME, then measure one model REPEAT times and show their spread.
+
+    Each measurement is shown as timed and at the device's calibrated speed (the paired ratio to
+    the runner's reference workload times the calibration, which is what studies record).
+    """
     from device_agents.probe_models import probe_models
+    from nas.measure import form_measurement
+    from nas.reference import calibrated
 
     dft_model, calibration_model = probe_models()
     model = model or calibration_model
@@ -294,22 +303,26 @@ def check(name: str, model: Path | None, repeat: int) -> None:
                 last_seen=time.time(),
                 state="ok",
             )
-        results = []
+        reference_ms = calibrated(device, CALIBRATION_SETTINGS, again=calibrate)
+        results, figures = [], []
         table = Table(title=f"{name}: {model.name}, {repeat} measurements")
-        for column in ("#", "median ms", "95% interval", "p90 ms", "IQR/median", "calls/sample",
-                       "model peak MiB", "process peak MiB", "wall s"):
+        for column in ("#", "median ms", "at calibrated speed", "device speed", "95% interval", "p90 ms",
+                       "IQR/median", "calls/sample", "model peak MiB", "process peak MiB", "wall s"):
             table.add_column(column, justify="right")
         for index in range(repeat):
             started = time.monotonic()
             result = device.measure(model, CALIBRATION_SETTINGS)
             results.append(result)
+            figures.append(form_measurement(result, reference_ms))
             latency, memory = result["latency_ms"], result["memory_kb"]
             table.add_row(
                 str(index + 1),
                 f"{latency['median']:.4f}",
+                f"{figures[-1].median_ms:.4f}",
+                f"{figures[-1].device_speed:.2f}" if figures[-1].device_speed else "-",
                 f"{latency['ci_low']:.4f}-{latency['ci_high']:.4f}",
                 f"{latency['p90']:.4f}",
-                f"{latency['spread']:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else ""),
+                f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else ""),
                 str(latency["number"]),
                 f"{memory['model_peak_kb'] / 1024:.1f}",
                 f"{memory['after_runs']['peak_kb'] / 1024:.1f}",
@@ -334,6 +347,10 @@ def check(name: str, model: Path | None, repeat: int) -> None:
     verdict = "[green]stable[/green]" if not noisy else "[yellow]noisy[/yellow]"
     console.print(f"median of medians {middle:.4f} ms, spread (max-min)/median {spread:.1%}, "
                   f"{unstable} of {repeat} measurements unstable: {verdict}")
+    at_speed = [figure.median_ms for figure in figures]
+    console.print(f"at the calibrated speed (reference workload {reference_ms:.4f} ms"
+                  f"{', calibrated now' if calibrate else ''}): median {statistics.median(at_speed):.4f} ms, "
+                  f"spread {(max(at_speed) - min(at_speed)) / statistics.median(at_speed):.1%}")
     if noisy:
         console.print(_steadying_advice(fingerprint, record))
 
