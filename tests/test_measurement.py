@@ -7,7 +7,9 @@ is recorded as unavailable, not a failure.
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from device_agents.base import MeasureSettings
 from device_agents.probe_models import mlp_model
 from device_agents.runner import parse_args
 from nas.export import export_onnx
-from nas.measure import MeasurementCache, measure_forms, model_facts
+from nas.measure import MeasurementCache, form_measurement, measure_forms, model_facts
 from nas.model import build_model, deployed
 from nas.spec import ArchSpec, LayerSpec
 
@@ -67,6 +69,78 @@ def test_latency_is_per_call_from_samples_of_many_calls(agent, tmp_path):
     assert latency["median"] * latency["number"] >= 0.25
     assert latency["min"] <= latency["ci_low"] <= latency["median"] <= latency["ci_high"]
     assert latency["median"] < 0.2, "the figure is per call, not per sample"
+
+
+def test_every_measurement_is_paired_with_the_reference_workload(agent, tmp_path):
+    """The ratio model / reference is what a study records, scaled by the agent's calibration."""
+    small, large = (mlp_model(tmp_path / f"{width}.onnx", width=width, depth=2) for width in (32, 512))
+    results = {name: agent.measure(path, QUICK) for name, path in (("small", small), ("large", large))}
+    for result in results.values():
+        reference = result["latency_ms"]["reference"]
+        assert reference["median"] > 0 and reference["ci_low"] <= reference["ratio"] <= reference["ci_high"]
+        # the ratio of medians and the median of ratios agree when the device holds its speed
+        assert 0.5 < reference["ratio"] / (result["latency_ms"]["median"] / reference["median"]) < 2
+    # the same reference under two models: 512-wide layers cost far more of it than 32-wide ones
+    ratios = {name: result["latency_ms"]["reference"]["ratio"] for name, result in results.items()}
+    assert ratios["large"] > 3 * ratios["small"], ratios
+    figures = form_measurement(results["large"], reference_ms=0.02)
+    reference = results["large"]["latency_ms"]["reference"]
+    assert figures.median_ms == pytest.approx(reference["ratio"] * 0.02)
+    assert figures.ci_low_ms <= figures.median_ms <= figures.ci_high_ms
+    assert figures.timed_median_ms == results["large"]["latency_ms"]["median"]
+    assert figures.device_speed == pytest.approx(0.02 / reference["median"])
+    assert form_measurement(results["large"]).median_ms == figures.timed_median_ms, "uncalibrated: as timed"
+
+
+def test_an_agent_is_calibrated_once_and_every_study_uses_that(agent, tmp_path, monkeypatch):
+    from nas.reference import CALIBRATE_SECONDS, calibrated
+
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))
+    started = time.monotonic()
+    first = calibrated(agent, QUICK)
+    assert time.monotonic() - started >= CALIBRATE_SECONDS and 0 < first < 1, first
+    started = time.monotonic()
+    assert calibrated(agent, QUICK) == first, "kept, not measured again"
+    assert time.monotonic() - started < CALIBRATE_SECONDS
+    kept = json.loads((tmp_path / "nas_home" / "calibrations.json").read_text())
+    assert list(kept.values()) == [first] and next(iter(kept)).startswith(f"{agent.name} ")
+
+
+def test_a_study_records_latency_at_its_calibrated_speed(made_study):
+    from nas.records import TrialData
+    from nas.reference import REFERENCE_ATTR
+    from nas.storage import load_study
+    from tests.conftest import MADE_STUDY
+
+    study = load_study(MADE_STUDY)
+    reference_ms = study.user_attrs[REFERENCE_ATTR]["local"]
+    kept = json.loads((made_study / "nas_home" / "calibrations.json").read_text())
+    assert list(kept.values()) == [reference_ms], "the study copied the agent's calibration"
+    forms = [form for trial in study.trials for measured in TrialData.load(trial.user_attrs).agents.values()
+             for form in measured.forms.values() if form.available]
+    assert len(forms) >= 4
+    for form in forms:
+        paired = form.runner["latency_ms"]["reference"]
+        assert form.median_ms == pytest.approx(paired["ratio"] * reference_ms)
+        assert form.device_speed == pytest.approx(reference_ms / paired["median"])
+
+
+def test_a_study_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
+    """Resumed, or run by a worker on another host: the study's own calibration, not a new one."""
+    import optuna
+
+    from device_agents.pool import AgentPool
+    from nas.reference import REFERENCE_ATTR, study_references
+
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize"])
+    study.set_user_attr(REFERENCE_ATTR, {"local": 0.5})
+    with AgentPool() as pool:
+        assert study_references(study, pool, ["local"], QUICK) == {"local": 0.5}
+        assert not (tmp_path / "nas_home" / "calibrations.json").exists(), "nothing was calibrated"
+        study.set_user_attr(REFERENCE_ATTR, {})
+        made = study_references(study, pool, ["local"], QUICK)
+    assert study.user_attrs[REFERENCE_ATTR] == made and 0 < made["local"] < 1
 
 
 def test_a_spread_above_the_limit_is_flagged_unstable(tmp_path, monkeypatch):

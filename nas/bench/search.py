@@ -30,12 +30,15 @@ TIE_MARGIN = 0.01  # latency is measured anew in every study: within 1 % counts 
 
 
 def _normalised(trial: optuna.trial.FrozenTrial, latency_ref: float, params_ref: float) -> np.ndarray | None:
-    attrs = trial.user_attrs
-    if trial.state != optuna.trial.TrialState.COMPLETE or attrs.get("infeasible") or "accuracy" not in attrs:
+    from nas.records import TrialRecord
+
+    record = TrialRecord.from_trial(trial)
+    data = record.data
+    if trial.state != optuna.trial.TrialState.COMPLETE or data.infeasible or data.accuracy is None:
         return None
-    latency = next(iter(attrs["latency_ms"].values()))
-    return np.array([1.0 - attrs["accuracy"], min(latency / latency_ref, 1.0),
-                     min(math.log10(max(attrs["params"], 1)) / params_ref, 1.0)])
+    latency = record.latency_ms(next(iter(data.agents)))
+    return np.array([1.0 - data.accuracy, min(latency / latency_ref, 1.0),
+                     min(math.log10(max(data.params, 1)) / params_ref, 1.0)])
 
 
 def hypervolume_curve(trials: list[optuna.trial.FrozenTrial], latency_ref: float, params_ref: float) -> list[float]:
