@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     measure = load_space(args.space).measure
     settings = measure.settings()
-    console = Console(width=140)
+    console = Console(width=180)
     missed = []
     with tempfile.TemporaryDirectory(prefix="nas-bench-measure-") as tmp:
         folder = Path(tmp)

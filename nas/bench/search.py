@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 study_name = f"{name}-{seed}"
                 storage = f"sqlite:///{tmp}/{study_name}.db"
                 start_study(study_name, space_path, ["local"], args.trials, storage=storage, sampler=name,
-                            seed=seed, artifacts_dir=Path(tmp) / "artifacts")
+                            seed=seed, artifacts=str(Path(tmp) / "artifacts"))
                 study = run_study(study_name, storage=storage)
                 curve = hypervolume_curve(study.get_trials(deepcopy=False), latency_ref, params_ref)
                 curves[name].append(curve[: args.trials])
