@@ -142,6 +142,8 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         row[f"p90_ms@{name}"] = chosen.p90_ms if chosen else None
         row[f"ci_ms@{name}"] = (f"{chosen.ci_low_ms:.4g}-{chosen.ci_high_ms:.4g}"
                                 if chosen and chosen.ci_low_ms is not None else None)
+        row[f"timed_ms@{name}"] = chosen.timed_median_ms if chosen else None  # at the speed the device ran then
+        row[f"device_speed@{name}"] = chosen.device_speed if chosen else None
         row[f"model_peak_mib@{name}"] = chosen.model_peak_mib if chosen else None
         row[f"process_peak_mib@{name}"] = chosen.process_peak_mib if chosen else None
         row[f"form@{name}"] = record.winner(name)
@@ -326,7 +328,8 @@ _NOT_IN_PARETO = ("status", "infeasible", "fail_reason")
 def csv_columns(agents: list[str]) -> list[str]:
     """The columns of trials.csv, in order (pareto.csv drops status, infeasible and fail_reason)."""
     per_agent = [f"{what}@{a}" for a in agents
-                 for what in ("latency_ms", "p90_ms", "ci_ms", "model_peak_mib", "process_peak_mib", "form")]
+                 for what in ("latency_ms", "p90_ms", "ci_ms", "timed_ms", "device_speed", "model_peak_mib",
+                              "process_peak_mib", "form")]
     return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", "test_accuracy",
             *per_agent, "unstable", "infeasible", "fail_reason", "epochs", "train_seconds"]
 

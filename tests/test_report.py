@@ -67,6 +67,8 @@ def test_report_files_are_well_formed(made_study):
     assert pareto["accuracy"].notna().all() and pareto["latency_ms@local"].notna().all()
     # the model's own peak is a small part of the measuring process's
     assert (pareto["model_peak_mib@local"] < pareto["process_peak_mib@local"] / 4).all()
+    # the recorded latency is at the calibrated speed; as timed and the device's speed are kept beside it
+    assert (pareto["device_speed@local"] > 0).all() and (pareto["timed_ms@local"] > 0).all()
 
     trials = pd.read_csv(paths["trials.csv"])
     total = len(MADE_TRIALS) + 2
