@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
+import torch
+
 from nas.bench.search import hypervolume_curve
 from nas.storage import load_study
 from tests.conftest import MADE_STUDY, MADE_TRIALS
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """The benchmarks set torch to one thread, as their CLI runs should; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_the_search_benchmark_reads_the_trial_records(made_study):

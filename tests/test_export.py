@@ -107,6 +107,20 @@ def test_export_in_a_fresh_process_is_quiet_and_identical(
         assert sha256(tmp_path / f"{form}.onnx") == sha256(exported[form])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_bytes_do_not_depend_on_torch_threads(model: nn.Module, exported: dict[str, Path], tmp_path: Path,
+                                                  threads: int) -> None:
+    """torch's FFTs round differently on different thread counts; the deployed weights must not."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for form in FORMS:
+            path = export_onnx(deploy(model, form), IN_FEATURES, tmp_path / f"{form}.onnx")
+            assert sha256(path) == sha256(exported[form]), form
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_fft_forms_are_smaller_than_dense_at_1024(tmp_path: Path) -> None:
     layer = ToeplitzLike(1024, 1024, displacement_rank=1)
     sizes = {form: export_onnx(deploy(layer, form), 1024, tmp_path / f"{form}.onnx").stat().st_size for form in FORMS}

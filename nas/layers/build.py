@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 from nas.layers.dense import Dense
@@ -37,11 +40,24 @@ def deploy(model: nn.Module, form: str) -> nn.Module:
     untouched.
     """
     check_form(form)
-    if isinstance(model, ToeplitzLike):
-        return model.deployable(form).eval()
-    model = copy.deepcopy(model)
-    _replace(model, form)
+    with _one_thread():
+        if isinstance(model, ToeplitzLike):
+            return model.deployable(form).eval()
+        model = copy.deepcopy(model)
+        _replace(model, form)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Deploy on one thread: torch's FFTs and matrix products round differently with different
+    thread counts, and the deployed weights (so the exported bytes) must be the same in every process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _replace(module: nn.Module, form: str) -> None:
