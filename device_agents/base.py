@@ -203,7 +203,7 @@ class Agent(ABC):
         args = ["--paired", *settings.runner_args()]
         return self.run_models([Path(m) for m in models], args, self.timeout_for(settings, len(models)))
 
-    def calibrate(self, settings: MeasureSettings, seconds: float = 1.0) -> float:
+    def calibrate(self, settings: MeasureSettings, seconds: float) -> float:
         """The device's undisturbed time for the runner's reference workload, ms per call.
 
         Measurements carry the paired ratio model / reference; times this figure, they give a latency

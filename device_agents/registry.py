@@ -43,23 +43,30 @@ def check_name(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(write: bool) -> Iterator[dict[str, Any]]:
-    """The registry's contents under a file lock; written back atomically when ``write``."""
-    path = registry_path()
+def locked_json(path: Path, write: bool, what: str) -> Iterator[dict[str, Any]]:
+    """A JSON file's contents under a file lock (threads and processes alike); written back
+    atomically when ``write``. ``what`` names the file in the error an unreadable one gives."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
         try:
             data = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, ValueError) as exc:
-            raise AgentError(f"the agent registry {path} is unreadable ({exc}); fix or delete it") from exc
-        data.setdefault("schema", SCHEMA)
-        data.setdefault("agents", {})
+            raise AgentError(f"{what} {path} is unreadable ({exc}); fix or delete it") from exc
         yield data
         if write:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
             tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(write: bool) -> Iterator[dict[str, Any]]:
+    """The registry's contents under its file lock; written back atomically when ``write``."""
+    with locked_json(registry_path(), write, "the agent registry") as data:
+        data.setdefault("schema", SCHEMA)
+        data.setdefault("agents", {})
+        yield data
 
 
 def list_agents() -> dict[str, dict[str, Any]]:

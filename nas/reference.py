@@ -16,24 +16,15 @@ makes it again, on a device left idle.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from pathlib import Path
-
 import optuna
 
 from device_agents.base import Agent, MeasureSettings, fingerprint_key
 from device_agents.pool import AgentPool
+from device_agents.registry import locked_json
 from nas.paths import nas_home
 
 REFERENCE_ATTR = "reference_ms"  # study user attr: {agent: calibrated reference ms}
 CALIBRATE_SECONDS = 3.0
-_FILE_LOCK = threading.Lock()  # agents calibrate on their own threads; one writer at a time
-
-
-def _calibrations_path() -> Path:
-    return nas_home() / "calibrations.json"
 
 
 def _key(agent: Agent, settings: MeasureSettings) -> str:
@@ -43,28 +34,15 @@ def _key(agent: Agent, settings: MeasureSettings) -> str:
 def calibrated(agent: Agent, settings: MeasureSettings, again: bool = False) -> float:
     """The agent's reference time in ms, from ``NAS_HOME`` or (first time, or ``again``) measured now."""
     key = _key(agent, settings)
+    path = nas_home() / "calibrations.json"
     if not again:
-        with _FILE_LOCK:
-            known = _read(_calibrations_path())
-        if key in known:
-            return known[key]
+        with locked_json(path, write=False, what="the calibrations file") as known:
+            if key in known:
+                return known[key]
     reference_ms = agent.calibrate(settings, CALIBRATE_SECONDS)
-    with _FILE_LOCK:
-        path = _calibrations_path()
-        known = _read(path)
+    with locked_json(path, write=True, what="the calibrations file") as known:
         known[key] = reference_ms
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(partial, path)
     return reference_ms
-
-
-def _read(path: Path) -> dict[str, float]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def study_references(study: optuna.Study, pool: AgentPool, agents: list[str], settings: MeasureSettings
