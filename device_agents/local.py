@@ -1,13 +1,15 @@
-"""The local agent: the on-device runner, run on this host in a fresh subprocess.
+"""The local agent: the on-device runner, run on this host, a fresh forked process per measurement.
 
 It is the default agent, so a study needs no hardware; it measures this machine, which is rarely
-the deployment target, so its figures rank candidates for this host only. The runner gets a
-session of its own, so a timeout kills everything it started.
+the deployment target, so its figures rank candidates for this host only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -18,8 +20,10 @@ from typing import IO, Any
 from device_agents.base import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_LOCK_TIMEOUT,
+    DONE_EVENT,
     RUNNER_PATH,
     Agent,
+    DeviceError,
     RunnerDeadline,
     RunnerTimeout,
     file_sha256,
@@ -28,7 +32,12 @@ from device_agents.base import (
 
 
 class LocalAgent(Agent):
-    """Measures on this host with this interpreter's onnxruntime."""
+    """Measures on this host with this interpreter's onnxruntime, through one serving runner.
+
+    The server (``runner.py --serve``) is started on first use and forks a fresh child per
+    measurement; it leads its own session, so a timeout kills it with everything it started (the
+    next call starts another), and it exits when this agent closes or this process ends.
+    """
 
     def __init__(self, name: str = "local", workdir: Path | None = None,
                  command_timeout: float = DEFAULT_COMMAND_TIMEOUT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -40,31 +49,22 @@ class LocalAgent(Agent):
         self.command_timeout = command_timeout
         self.lock_timeout = lock_timeout
         self.python = python
+        self._server: _Server | None = None
 
     def _run(self, args: list[str], deadline: RunnerDeadline) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [self.python, str(RUNNER_PATH), "--lock", str(self.workdir / "device.lock"),
-                   "--lock-timeout", str(self.lock_timeout), *args]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        out, err = bytearray(), bytearray()
-        readers = [threading.Thread(target=_drain, args=(stream, sink, deadline), daemon=True)
-                   for stream, sink in ((process.stdout, out), (process.stderr, err))]
-        for reader in readers:
-            reader.start()
-        while True:
-            try:
-                process.wait(timeout=max(0.0, min(deadline.remaining(), 0.1)))
-                break
-            except subprocess.TimeoutExpired:
-                if deadline.remaining() <= 0:
-                    os.killpg(process.pid, signal.SIGKILL)  # the runner leads its own session
-                    process.wait()
-                    raise RunnerTimeout(f"agent {self.name}: the runner {deadline.describe()}; it was killed") from None
-        for reader in readers:
-            reader.join()
-        stdout = out.decode(errors="replace")
-        return parse_runner_output(stdout if stdout.strip() else stdout + err.decode(errors="replace")[-500:],
-                                   self.name)
+        argv = ["--lock", str(self.workdir / "device.lock"), "--lock-timeout", str(self.lock_timeout), *args]
+        if self._server is None or not self._server.alive():
+            self._server = _Server([self.python, str(RUNNER_PATH), "--serve"])
+        try:
+            stdout, stderr, status = self._server.request(argv, deadline)
+        except RunnerTimeout:
+            self.close()
+            raise RunnerTimeout(f"agent {self.name}: the runner {deadline.describe()}; it was killed") from None
+        if status is not None and status < 0:
+            raise DeviceError(f"agent {self.name}: the runner was killed by signal {-status} (out of memory?) "
+                              f"{stderr.strip()[-300:]}", "killed")
+        return parse_runner_output(stdout if stdout.strip() else stdout + stderr[-500:], self.name)
 
     def probe(self, dft_model: Path | None = None) -> dict[str, Any]:
         deadline = RunnerDeadline(self.command_timeout, self.lock_timeout)
@@ -74,8 +74,72 @@ class LocalAgent(Agent):
         files = [part for model in models for part in ("--model", str(model), "--sha256", file_sha256(model))]
         return self._run([*files, *args], RunnerDeadline(timeout, self.lock_timeout))
 
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
-def _drain(stream: IO[bytes], sink: bytearray, deadline: RunnerDeadline) -> None:
+
+class _Server:
+    """A serving runner in a session of its own, and its output read line by line."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr = bytearray()
+        threading.Thread(target=_lines, args=(self.process.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=_tail, args=(self.process.stderr, self.stderr), daemon=True).start()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def request(self, argv: list[str], deadline: RunnerDeadline) -> tuple[str, str, int | None]:
+        """One request's output up to its ``done`` event: (stdout, stderr, the child's exit status:
+        negative for a signal, None when the server itself ended)."""
+        errors_from = len(self.stderr)
+        out = bytearray()
+        try:
+            self.process.stdin.write(json.dumps(argv).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError:  # the server died since its last request: its output says why
+            pass
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, min(deadline.remaining(), 1.0)))
+            except queue.Empty:
+                if deadline.remaining() <= 0:
+                    raise RunnerTimeout(deadline.describe()) from None
+                continue
+            if line is None or line.startswith(DONE_EVENT):
+                if line is None:
+                    self.process.wait()
+                status = None if line is None else json.loads(line)["status"]
+                return out.decode(errors="replace"), self.stderr[errors_from:].decode(errors="replace"), status
+            out += line
+            deadline.seen(line)
+
+    def stop(self) -> None:
+        """Close its stdin (an idle server exits), then kill its whole session."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(OSError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # any child still measuring
+        self.process.wait()
+
+
+def _lines(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
+    for line in iter(stream.readline, b""):
+        lines.put(line)
+    lines.put(None)
+
+
+def _tail(stream: IO[bytes], sink: bytearray, keep: int = 1 << 16) -> None:
     for line in iter(stream.readline, b""):
         sink += line
-        deadline.seen(line)
+        if len(sink) > 2 * keep:
+            del sink[:-keep]

@@ -31,6 +31,13 @@ tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf tes
   line once it holds it, so the host starts its measurement timeout then, not while it waits;
 * its own process group (``--run-id`` names it), so a host that gives up kills all of it
   (``--kill-run``) and a stopped or hung runner never takes the device lock later;
+* ``--serve``: import numpy and onnxruntime once, then read one request (a JSON list of these
+  arguments) per line on stdin and fork a child per request, which measures as a fresh process would
+  (its own peak, reset after the fork; nothing of an earlier measurement in it) and prints its result;
+  an ``{"event": "done"}`` line ends each request. Python's start and the imports, most of a short
+  measurement's cost, are paid once per host connection. The children stay in the server's process
+  group, so killing the server's group (``--kill-run``) stops a measurement too; a server whose
+  host went away (stdin closed) kills its child and exits;
 * onnxruntime's telemetry off, and the model file's mtime set on each use (the host's model cache
   evicts the least recently used).
 
@@ -45,6 +52,7 @@ import hashlib
 import json
 import os
 import platform
+import select
 import signal
 import sys
 import time
@@ -400,7 +408,7 @@ def _calls_per_sample(session, feeds, min_sample_ms, tries=3):
         if elapsed_ms >= min_sample_ms or number >= 1 << 16:
             return number
         per_call = max(elapsed_ms / number, 1e-6)
-        number = min(max(number * 2, int(min_sample_ms * 1.2 / per_call) + 1), 1 << 16)
+        number = min(max(number * 2, int(min_sample_ms * 1.5 / per_call) + 1), 1 << 16)
 
 
 def _spread(stats):
@@ -693,18 +701,95 @@ def parse_args(argv=None):
     parser.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for --lock")
     parser.add_argument("--run-id", help="a token naming this run, for --kill-run")
     parser.add_argument("--kill-run", metavar="RUN_ID", help="kill the runs started with --run-id RUN_ID")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve requests (JSON argument lists, one per line on stdin), each in a forked child")
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def serve():
+    """Answer requests from stdin until it closes, each measured in a child forked from here."""
+    _own_process_group()
+    _no_telemetry()
+    try:
+        np, ort = _import_runtime()
+        _prime(np, ort, 1)  # onnxruntime's one-time set-up, once here (each child primes again, cheaply,
+        # for its own first-session allocations: without that a model's peak reads 3 MiB more)
+    except RunnerError:
+        pass  # a device without them: each request then says so itself
+    import gc
+
+    gc.freeze()  # the collector then leaves what is here alone: fewer copy-on-write faults in each child
+    pending = b""
+    while True:
+        while b"\n" not in pending:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                return 0
+            pending += chunk
+        line, _, pending = pending.partition(b"\n")
+        status, pending = _serve_one(json.loads(line.decode()), pending)
+        if status is None:
+            return 0
+        _emit({"event": "done", "status": status})
+
+
+def _name_process(name):
+    """Name a forked child after its task (``ps`` and /proc/PID/comm show it; its command line is
+    still the server's). Linux and Android only; elsewhere the name stays."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def _serve_one(argv, pending):
+    """Fork a child for one request and wait for it; (its exit status, stdin read meanwhile), or
+    (None, ...) when stdin closed meanwhile: the host is gone, so the child was killed."""
+    sys.stdout.flush()
+    ended_read, ended_write = os.pipe()  # readable once the child has exited (its end closes)
+    pid = os.fork()
+    if pid == 0:
+        os.close(ended_read)
+        code = 2
+        try:
+            code = main([str(arg) for arg in argv], served=True)
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    os.close(ended_write)
+    try:
+        while True:
+            ready = select.select([0, ended_read], [], [])[0]
+            if ended_read in ready:
+                break
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None, pending
+            pending += chunk
+    finally:
+        os.close(ended_read)
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return code, pending
+
+
+def main(argv=None, served=False):
     args = parse_args(argv)
+    if args.serve and not served:
+        return serve()
     result = {"schema": SCHEMA, "ok": True, "pid": os.getpid()}
     status = 0
     if args.kill_run:
         result.update(kill_run(args.kill_run))
         _emit(result)
         return status
-    _own_process_group()
+    if served:
+        _name_process("nas-" + ("probe" if args.probe else "calibrate" if args.calibrate else
+                                "compare" if args.paired else "measure"))
+    else:
+        _own_process_group()
     _no_telemetry()
     try:
         with _DeviceLock(args.lock, args.lock_timeout):

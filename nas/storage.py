@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from nas.errors import UserError
 from nas.names import check_study_name
@@ -47,11 +49,29 @@ def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> opt
         if created is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         with storage_errors(url):
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(parsed), **options)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(parsed), **options)
+            if database is not None:
+                _write_ahead_log(storage.engine)
+            return storage
     except BaseException:
         if created is not None:  # a storage that failed to open leaves nothing behind
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def _write_ahead_log(engine: Engine) -> None:
+    """SQLite in write-ahead-log mode, synced at checkpoints: a trial writes its record a few times
+    and Optuna commits every parameter, each commit an fsync by default (about 5 ms here, 2 ms so).
+    A crashed process loses nothing committed; only a power cut can lose the last transactions."""
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while Optuna set up the tables get the pragmas too
 
 
 def storage_url(name: str, storage: str | None) -> str:

@@ -43,7 +43,7 @@ from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, load_study, open_storage, storage_url, study_config, study_dir
 from nas.storage_url import check_storage_url
-from nas.train import TrainingDiverged, train
+from nas.train import TrainingDiverged, train, warm_up
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
@@ -342,6 +342,7 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
         space_settings = space.measure.settings()
         references = study_references(study, pool, config["agents"], space_settings)
         evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study), store, references)
+        warm_up()
         callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
         if on_trial:
             callbacks.append(on_trial)

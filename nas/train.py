@@ -44,6 +44,13 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(y)
 
 
+def warm_up() -> None:
+    """Build one optimizer: torch imports its compiler stack (``torch._dynamo``, about 3 s here) the
+    first time any is built. A study does it at start, so that one-off cost is the process's start-up
+    and the first trial's timing is its own."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def train(model: nn.Module, data: Dataset, epochs: int, batch_size: int = 64, optimizer: str = "adam",
           learning_rate: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
           device: torch.device | None = None) -> TrainResult:

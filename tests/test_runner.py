@@ -1,5 +1,6 @@
 """The on-device runner, run by the local agent in a fresh process."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,100 @@ def test_python_without_onnxruntime_gets_the_install_hint(tmp_path, monkeypatch)
 def test_probe_reports_the_device(agent):
     fingerprint = agent.probe()["fingerprint"]
     assert fingerprint["cores"] >= 1 and fingerprint["onnxruntime"]
+
+
+# --- the serving runner: one start, a fresh forked process per measurement --------------------------
+
+
+def _children(pid: int) -> list[int]:
+    from device_agents.testbeds._process import descendants
+
+    return descendants(pid)
+
+
+def test_each_measurement_is_a_fresh_child_of_one_server(agent, tmp_path):
+    model = mlp(tmp_path, 32)
+    first, second = agent.measure(model, FAST), agent.measure(model, FAST)
+    server = agent._server.process
+    assert first["pid"] != second["pid"] and server.pid not in (first["pid"], second["pid"])
+    assert agent._server.process is server  # started once
+    # each child's peak is its own: the second measurement's model peak is not the first one's leftovers
+    assert abs(first["memory_kb"]["model_peak_kb"] - second["memory_kb"]["model_peak_kb"]) < 1024
+    assert _children(server.pid) == []  # no child outlives its measurement
+    agent.close()
+    assert server.poll() is not None
+
+
+def test_a_timeout_kills_the_server_and_its_child_and_the_next_call_starts_anew(tmp_path, monkeypatch):
+    from device_agents.base import RunnerTimeout
+
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
+    agent = LocalAgent()
+    model = mlp(tmp_path, 32)
+    agent.probe()
+    server = agent._server.process
+    slow = MeasureSettings(min_runs=5, min_seconds=30.0, max_seconds=30.0, warmup=1)
+    with pytest.raises(RunnerTimeout, match="it was killed"):
+        agent.run_models([model], slow.runner_args(), timeout=1.0)
+    assert server.poll() is not None and _children(server.pid) == []
+    assert agent.measure(model, FAST)["ok"] and agent._server.process is not server
+    agent.close()
+
+
+def test_a_child_killed_mid_measurement_is_reported_and_the_server_goes_on(agent, tmp_path):
+    import signal
+    import threading
+    import time
+
+
+    model = mlp(tmp_path, 32)
+    agent.probe()
+    server = agent._server.process
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            agent.measure(model, MeasureSettings(min_runs=5, min_seconds=20.0, max_seconds=20.0, warmup=1))
+        except DeviceError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (children := _children(server.pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert Path(f"/proc/{children[0]}/comm").read_text().strip() == "nas-measure"
+    time.sleep(0.3)
+    os.kill(children[0], signal.SIGKILL)
+    thread.join(timeout=30)
+    assert "killed by signal 9" in str(outcome.get("error")) and outcome["error"].kind == "killed", outcome
+    assert agent.measure(model, FAST)["ok"] and agent._server.process is server
+
+
+def test_a_killed_host_leaves_no_server_or_measurement_behind(tmp_path):
+    """The server notices its stdin close when the host dies, kills its child and exits."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_faults import gone
+
+    model = mlp(tmp_path, 32)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom device_agents.base import MeasureSettings\n"
+        "from device_agents.local import LocalAgent\n"
+        "agent = LocalAgent(workdir=Path(sys.argv[2]))\nagent.probe()\n"
+        "print(agent._server.process.pid, flush=True)\n"
+        "agent.measure(Path(sys.argv[1]), MeasureSettings(min_seconds=30.0, max_seconds=30.0))\n"
+    )
+    host = subprocess.Popen([sys.executable, "-c", script, str(model), str(tmp_path / "agent")],
+                            stdout=subprocess.PIPE, text=True)
+    server = int(host.stdout.readline())
+    deadline = time.monotonic() + 30
+    while not (children := _children(server)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert children, "no measurement started"
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    assert gone(children[0], wait=10) and gone(server, wait=10)

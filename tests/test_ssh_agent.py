@@ -405,13 +405,16 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
 
 
 def measuring(pid: int) -> bool:
-    """Whether ``pid`` is a runner measuring a model (not a probe, not the shell around a runner)."""
+    """Whether ``pid`` is a runner measuring a model (not a probe, not the shell around a runner): a
+    runner started with ``--model``, or a serving runner's child named for a measurement."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return False
     # the runner itself, not the shell around it (whose one -c argument holds the whole command line)
-    return b"--model" in argv and any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv)
+    runner = any(a.endswith(b"runner.py") or b"/runner-" in a for a in argv)
+    return runner and (b"--model" in argv or name in ("nas-measure", "nas-compare"))
 
 
 def wait_for_measurement(testbed, process: subprocess.Popen, timeout: float = 120) -> None:  # noqa: ANN001
