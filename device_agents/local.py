@@ -123,10 +123,8 @@ class _Server:
         """Close its stdin (an idle server exits), then kill its whole session."""
         with contextlib.suppress(OSError):
             self.process.stdin.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(OSError):
             os.killpg(self.process.pid, signal.SIGKILL)  # any child still measuring
         self.process.wait()
