@@ -3,8 +3,10 @@
 * **Sizing.** Optuna's defaults assume long studies: NSGA-II's first generation is 50 random
   trials, and TPE samples at random for its first 10. A 12-trial study would then be a random
   search whatever ``--sampler`` says. Here NSGA-II's population is ``max(4, min(50, trials // 4))``
-  (so a study sees about four generations) and TPE's start-up is ``max(4, min(10, trials // 4))``
-  random trials.
+  (so a study sees about four generations) and the model-based samplers (TPE, GP) start after
+  ``max(4, min(10, trials // 8))`` random trials.
+* **Conditional parameters.** A layer's rank exists only for its kind; TPE runs with ``group=True``
+  so that it models each such sub-space jointly instead of falling back to independent draws.
 * **Seeding.** Each trial draws with a seed derived from ``(study seed, trial number)``. Trial
   numbers are unique across workers, so workers that start together never propose the same
   sequence, and a single-worker study with ``--seed S`` proposes the same candidates every time.
@@ -22,7 +24,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["SAMPLERS", "TrialSeededSampler", "make_sampler", "nsga2_population", "tpe_startup_trials"]
+__all__ = ["SAMPLERS", "TrialSeededSampler", "make_sampler", "nsga2_population", "startup_trials"]
 
 
 def nsga2_population(n_trials: int) -> int:
@@ -30,14 +32,16 @@ def nsga2_population(n_trials: int) -> int:
     return max(4, min(50, n_trials // 4))
 
 
-def tpe_startup_trials(n_trials: int) -> int:
-    """TPE's random start-up trials for a study of ``n_trials``: a quarter, 4 to 10."""
-    return max(4, min(10, n_trials // 4))
+def startup_trials(n_trials: int) -> int:
+    """Random start-up trials of the model-based samplers for a study of ``n_trials``: an eighth, 4 to 10."""
+    return max(4, min(10, n_trials // 8))
 
 
 SAMPLERS: dict[str, Callable[[int, int], BaseSampler]] = {
     "tpe": lambda seed, n_trials: optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, n_startup_trials=tpe_startup_trials(n_trials)),
+        seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials(n_trials)),
+    "gp": lambda seed, n_trials: optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=startup_trials(n_trials), warn_independent_sampling=False),
     "nsga2": lambda seed, n_trials: optuna.samplers.NSGAIISampler(
         seed=seed, population_size=nsga2_population(n_trials)),
     "random": lambda seed, n_trials: optuna.samplers.RandomSampler(seed=seed),

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from nas import study as engine
-from nas.samplers import make_sampler, nsga2_population, tpe_startup_trials
+from nas.samplers import make_sampler, nsga2_population, startup_trials
 from nas.study import _same_candidate
 
 CHOICES = [str(i) for i in range(8)]
@@ -38,14 +38,14 @@ def _run(sampler_name: str, n_trials: int, seed: int = 0) -> list[dict[str, str]
 
 def test_sizes_follow_the_budget() -> None:
     assert [nsga2_population(n) for n in (8, 12, 40, 400)] == [4, 4, 10, 50]
-    assert [tpe_startup_trials(n) for n in (8, 12, 40, 400)] == [4, 4, 10, 10]
+    assert [startup_trials(n) for n in (8, 12, 40, 80, 400)] == [4, 4, 5, 10, 10]
 
 
-@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+@pytest.mark.parametrize("name", ["tpe", "gp", "nsga2"])
 def test_a_short_study_stops_sampling_at_random(name: str) -> None:
     # Optuna's defaults (50 random trials for NSGA-II, 10 for TPE) made a 12-trial study a random search.
     guided, random = _run(name, 12), _run("random", 12)
-    start = nsga2_population(12) if name == "nsga2" else tpe_startup_trials(12)
+    start = nsga2_population(12) if name == "nsga2" else startup_trials(12)
     assert guided[:start] == random[:start]  # the same seeded random start
     assert guided[start:] != random[start:]
 

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     import optuna
 
 # nas.study's SAMPLERS keys and SEED_MAX, here so that --help need not import torch (a test checks they agree)
-SAMPLER_NAMES = ("nsga2", "random", "tpe")
+SAMPLER_NAMES = ("gp", "nsga2", "random", "tpe")
 SEED_MAX = 2**32 - 1
-SAMPLER_HELP = ("tpe: multivariate TPE after max(4, min(10, trials/4)) random trials; nsga2: NSGA-II with a "
+SAMPLER_HELP = ("tpe: multivariate TPE (grouped by conditional parameters) after max(4, min(10, trials/8)) random "
+                "trials; gp: Gaussian-process Bayesian optimisation (log expected hypervolume improvement) after as "
+                "many; nsga2: NSGA-II with a "
                 "population of max(4, min(50, trials/4)); random. Each trial's draws are seeded by (seed, trial "
                 "number), so parallel workers differ and one worker repeats itself.")
 
