@@ -16,7 +16,6 @@ has no single graph (choose its form first).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +46,7 @@ class OnnxOps:
         self.dtype = dtype  # of the model's numbers, for the constants the exporter adds itself
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, np.ndarray] = {}
-        self._by_content: dict[tuple, str] = {}  # equal constants (e.g. one width's DFT matrices) stored once
+        self._by_shape: dict[tuple, list[str]] = {}  # equal constants (e.g. one width's DFT matrices) stored once
         self.prefix = ""
         self.module: nn.Module | None = None
 
@@ -64,11 +63,13 @@ class OnnxOps:
         if name in self.initializers:
             return name
         value = np.ascontiguousarray(value)
-        key = (value.dtype.str, value.shape, hashlib.sha256(value.data).digest())
-        if key not in self._by_content:
-            self._by_content[key] = name
-            self.initializers[name] = value
-        return self._by_content[key]
+        same_shape = self._by_shape.setdefault((value.dtype.str, value.shape), [])
+        for other in same_shape:  # compared, not hashed: hashing every weight cost more than the export
+            if np.array_equal(self.initializers[other], value):
+                return other
+        same_shape.append(name)
+        self.initializers[name] = value
+        return name
 
     def tensor(self, name: str, value: Tensor) -> str:
         """A module tensor as an initializer named after its place in the model (``0.weight``)."""
@@ -139,10 +140,14 @@ class OnnxOps:
         raise ExportError(f"no ONNX form for {type(module).__name__} layers")
 
     def _gemm(self, x: str, weight: str, bias: Tensor | None) -> str:
-        inputs = [x, self.tensor(weight, self.module.get_parameter(weight))]
+        """``x W^T + b``. A weight held as the transpose of a contiguous ``W^T`` (the dense form of a
+        Toeplitz-like layer is built that way) is written as ``W^T`` with ``transB=0``: no n x n copy."""
+        value = self.module.get_parameter(weight)
+        transposed = value.dim() == 2 and not value.is_contiguous() and value.t().is_contiguous()
+        inputs = [x, self.tensor(weight, value.t() if transposed else value)]
         if bias is not None:
             inputs.append(self.tensor("bias", bias))
-        return self.node("Gemm", inputs, transB=1)
+        return self.node("Gemm", inputs, transB=0 if transposed else 1)
 
     def _gelu(self, x: str) -> str:
         """``x/2 * (1 + erf(x / sqrt 2))`` (opset 18 has no ``Gelu``)."""

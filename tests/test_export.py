@@ -161,3 +161,17 @@ def test_no_form_for_unknown_layers(tmp_path: Path) -> None:
 def test_training_layers_must_be_deployed_first(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="deploy"):
         export_onnx(nn.Sequential(ToeplitzLike(8, 8, displacement_rank=1)), 8, tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize(("n", "m"), [(64, 64), (63, 63), (64, 16), (16, 50)])
+def test_a_toeplitz_layers_dense_form_is_written_transposed(tmp_path: Path, n: int, m: int) -> None:
+    """Its weight is built as W^T (contiguous) and written so, with transB=0, and still computes x W^T + b."""
+    torch.manual_seed(n)
+    layer = ToeplitzLike(n, m, displacement_rank=2)
+    path = export_onnx(deploy(layer, "dense"), n, tmp_path / "dense.onnx")
+    (gemm,) = [node for node in onnx.load(str(path)).graph.node if node.op_type == "Gemm"]
+    assert {a.name: a.i for a in gemm.attribute}["transB"] == 0
+    x = torch.randn(3, n)
+    with torch.no_grad():
+        expected = layer(x).numpy()
+    np.testing.assert_allclose(run(path, x.numpy()), expected, rtol=1e-4, atol=1e-5)

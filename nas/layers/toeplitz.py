@@ -108,19 +108,33 @@ def toeplitz_dense(g: Tensor, h: Tensor) -> Tensor:
     With ``R = Z_1 W - W Z_{-1} = 2 sum_j g_j (J h_j)^T`` (the displacement equation for this
     parametrisation) the columns obey ``W[:, k+1] = Z_1 W[:, k] - R[:, k]``, so with
     ``V[:, k] = Z_1^{-k} W[:, k]``: ``V[:, k] = W[:, 0] - sum_{t<k} Z_1^{-(t+1)} R[:, t]``, a
-    cumulative sum, and ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). Every cyclic index
-    shuffle is a strided view of an array doubled along its rows; the result is such a view.
+    cumulative sum, and ``W[:, 0] = sum_j g_j (*) h_j`` (circular convolution). Built transposed,
+    every step runs along contiguous rows: ``Q[t, d] = R[(d + t + 1) mod n, t]`` is a Hankel
+    matrix of ``g`` (a view of ``g`` doubled) times ``J h``, ``V^T`` its cumulative sum over rows,
+    and row k of ``W^T`` is row k of ``V^T`` rolled by k (a view of ``V^T`` doubled). The result
+    is a view, the transpose of that ``W^T`` (O(n^2), about 5 ms at n = 1024 here).
     """
-    n, blocks = g.shape[-1], g.shape[0]
+    n, blocks, rank = g.shape[-1], g.shape[0], g.shape[1]
     first = torch.fft.irfft(torch.fft.rfft(g) * torch.fft.rfft(h), n=n).sum(1)  # (blocks, n)
-    # R twice over, stacked: (blocks, 2n, n); steps[b, i, t] = R[b, (i + t + 1) mod n, t], copied so
-    # that the cumulative sum runs along contiguous memory (ten times faster than across rows).
-    doubled = 2 * torch.cat([g, g], -1).transpose(1, 2) @ h.flip(-1)
-    steps = doubled.as_strided((blocks, n, n), (2 * n * n, n, n + 1), n).contiguous()
-    v = torch.cumsum(steps, 2).neg_().add_(steps).add_(first[:, :, None])  # W[:, 0] - sum over t < k
-    # W[b, i, k] = V[b, (i - k) mod n, k]: row k of V^T rolled by k, a strided view of V^T doubled.
-    rolled = torch.cat([v.transpose(1, 2)] * 2, 2)
+    hankel = torch.cat([g, g], -1).as_strided((blocks, rank, n, n), (rank * 2 * n, 2 * n, 1, 1), 1)
+    q = torch.mul(hankel, (2 * h.flip(-1))[..., None])
+    q = q.squeeze(1) if rank == 1 else q.sum(1)  # (blocks, n, n): Q[b, t, d]
+    vt = _row_cumsum(q).neg_().add_(q).add_(first[:, None, :])  # V^T[k] = W[:, 0] - sum over t < k of Q[t]
+    rolled = torch.cat([vt, vt], 2)
     return rolled.as_strided((blocks, n, n), (2 * n * n, 2 * n - 1, 1), n).transpose(1, 2)
+
+
+def _row_cumsum(q: Tensor, block: int = 16) -> Tensor:
+    """Inclusive cumulative sum over the rows of ``(..., n, m)``: products of blocks of 16 rows with a
+    triangular matrix, then the blocks' offsets. ``torch.cumsum`` across rows is 4-5x slower here."""
+    *lead, n, m = q.shape
+    if n % block:
+        return torch.cumsum(q, -2)
+    triangle = torch.ones(block, block, dtype=q.dtype, device=q.device).tril_()
+    within = torch.matmul(triangle, q.reshape(*lead, n // block, block, m))
+    totals = within[..., -1, :]
+    offsets = torch.cumsum(totals, -2) - totals
+    return within.add_(offsets[..., None, :]).reshape(*lead, n, m)
 
 
 def _sum_generators(z: Tensor) -> Tensor:
@@ -245,7 +259,8 @@ class ToeplitzLike(LinearLayer):
         # Built on the meta device: no random initialisation of an n x n weight about to be replaced.
         linear = Dense(self.in_features, self.out_features, self.bias is not None, device="meta")
         with torch.no_grad():
-            linear.weight = nn.Parameter(self.to_dense().contiguous())
+            # W^T copied row by row (W itself would be a transposing copy), held transposed: exported as is
+            linear.weight = nn.Parameter(self.to_dense().t().contiguous().t())
             if self.bias is not None:
                 linear.bias = nn.Parameter(self.bias.detach().clone())
         return linear
