@@ -25,7 +25,6 @@ STABLE_FINGERPRINT_FIELDS = (
     "machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu", "runner", "release", "governor",
 )
 LOCKED_MARK = b'{"event": "locked"}'  # the runner's line once it holds the device lock
-DONE_EVENT = b'{"event": "done"'  # a serving runner's line after each request's output
 DEFAULT_COMMAND_TIMEOUT = 120.0
 DEFAULT_LOCK_TIMEOUT = 600.0
 DEFAULT_CACHE_MB = 100.0  # the device's model cache (SSH agents)

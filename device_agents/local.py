@@ -20,7 +20,6 @@ from typing import IO, Any
 from device_agents.base import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_LOCK_TIMEOUT,
-    DONE_EVENT,
     RUNNER_PATH,
     Agent,
     DeviceError,
@@ -29,6 +28,7 @@ from device_agents.base import (
     file_sha256,
     parse_runner_output,
 )
+from device_agents.served import RequestOutput, one_request_at_a_time
 
 
 class LocalAgent(Agent):
@@ -50,8 +50,13 @@ class LocalAgent(Agent):
         self.lock_timeout = lock_timeout
         self.python = python
         self._server: _Server | None = None
+        self._serve_lock = threading.Lock()  # one request at a time on the server's pipe
 
     def _run(self, args: list[str], deadline: RunnerDeadline) -> dict[str, Any]:
+        with one_request_at_a_time(self._serve_lock, deadline, self.name):
+            return self._served_call(args, deadline)
+
+    def _served_call(self, args: list[str], deadline: RunnerDeadline) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = ["--lock", str(self.workdir / "device.lock"), "--lock-timeout", str(self.lock_timeout), *args]
         if self._server is None or not self._server.alive():
@@ -86,9 +91,9 @@ class _Server:
     def __init__(self, command: list[str]) -> None:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.chunks: queue.Queue[bytes | None] = queue.Queue()
         self.stderr = bytearray()
-        threading.Thread(target=_lines, args=(self.process.stdout, self.lines), daemon=True).start()
+        threading.Thread(target=_chunks, args=(self.process.stdout, self.chunks), daemon=True).start()
         threading.Thread(target=_tail, args=(self.process.stderr, self.stderr), daemon=True).start()
 
     def alive(self) -> bool:
@@ -98,26 +103,21 @@ class _Server:
         """One request's output up to its ``done`` event: (stdout, stderr, the child's exit status:
         negative for a signal, None when the server itself ended)."""
         errors_from = len(self.stderr)
-        out = bytearray()
-        try:
+        output = RequestOutput(deadline)
+        with contextlib.suppress(OSError):  # a server that died since its last request: its output says why
             self.process.stdin.write(json.dumps(argv).encode() + b"\n")
             self.process.stdin.flush()
-        except OSError:  # the server died since its last request: its output says why
-            pass
         while True:
             try:
-                line = self.lines.get(timeout=max(0.0, min(deadline.remaining(), 1.0)))
+                chunk = self.chunks.get(timeout=max(0.0, min(deadline.remaining(), 1.0)))
             except queue.Empty:
                 if deadline.remaining() <= 0:
                     raise RunnerTimeout(deadline.describe()) from None
                 continue
-            if line is None or line.startswith(DONE_EVENT):
-                if line is None:
-                    self.process.wait()
-                status = None if line is None else json.loads(line)["status"]
-                return out.decode(errors="replace"), self.stderr[errors_from:].decode(errors="replace"), status
-            out += line
-            deadline.seen(line)
+            if chunk is None:
+                self.process.wait()
+            if chunk is None or output.feed(chunk):
+                return output.text(), self.stderr[errors_from:].decode(errors="replace"), output.status
 
     def stop(self) -> None:
         """Close its stdin (an idle server exits), then kill its whole session."""
@@ -130,10 +130,10 @@ class _Server:
         self.process.wait()
 
 
-def _lines(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
+def _chunks(stream: IO[bytes], chunks: queue.Queue[bytes | None]) -> None:
     for line in iter(stream.readline, b""):
-        lines.put(line)
-    lines.put(None)
+        chunks.put(line)
+    chunks.put(None)
 
 
 def _tail(stream: IO[bytes], sink: bytearray, keep: int = 1 << 16) -> None:

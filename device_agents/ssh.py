@@ -14,8 +14,11 @@ Work dir layout on the device (always a folder inside the login's home)::
                                   recently used (the runner touches a model on each use) evicted first
     WORKDIR/device.lock           the runner's flock: one measurement at a time per device
 
-A runner that overruns its timeout, or whose connection dropped, is killed on the device with its
-whole process group (``runner.py --kill-run``), so it never takes the device lock later. Partial
+Measurements go to one serving runner per connection (``runner.py --serve`` on one channel), which
+forks a fresh child per measurement: Python and the numpy and onnxruntime imports, seconds on a
+small board, are paid once per connection. A runner that overruns its timeout, or whose connection
+dropped, is killed on the device with its whole process group (``runner.py --kill-run``), so it
+never takes the device lock later; a server whose connection closed kills its child and exits. Partial
 uploads (``*.part-*``) left by a killed client are removed once nothing has written them for a while.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
+import json
 import logging
 import os
 import posixpath
@@ -56,6 +60,7 @@ from device_agents.base import (
     file_sha256,
     parse_runner_output,
 )
+from device_agents.served import RequestOutput, one_request_at_a_time
 
 DEFAULT_WORKDIR = ".nas-agent"  # relative to the login's home directory
 DEFAULT_PYTHON = "python3"
@@ -187,6 +192,8 @@ class SSHAgent(Agent):
         self._fingerprint: dict[str, Any] | None = None
         self._connected_once = False
         self._orphans: list[str] = []  # run ids of runners whose connection dropped mid-run
+        self._server: _RemoteServer | None = None
+        self._serve_lock = threading.Lock()  # one request at a time on the server's channel
 
     def __repr__(self) -> str:
         return f"SSHAgent({self.name!r}, {self.target.host!r})"
@@ -314,9 +321,12 @@ class SSHAgent(Agent):
                         closable.close()
             self._sftp = self._client = None
             self._runner = None
+            self._server = None  # its channel went with the connection: the server sees EOF and exits
             self._uploaded.clear()
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         self._disconnect()
 
     def _retrying(self, operation: Callable[[], Any]) -> tuple[Any, int]:
@@ -508,25 +518,41 @@ class SSHAgent(Agent):
         return remote
 
     def _runner_call(self, args: list[str], timeout: float) -> dict[str, Any]:
-        """Run the runner: ``lock_timeout`` s to get the device lock, then ``timeout`` s; killed past that."""
+        """Run the runner: ``lock_timeout`` s to get the device lock, then ``timeout`` s; killed past that.
+
+        Requests go to one serving runner per connection (``runner.py --serve``, started on first use),
+        which forks a fresh child per measurement: Python and the imports are paid once, not per
+        measurement (seconds on a small board). A server that overruns is killed with its children.
+        """
         runner = self._deploy_runner()
         self._kill_orphans()
         lock = posixpath.join(self.workdir, "device.lock")
         python = self._python
-        run_id = secrets.token_hex(8)
-        argv = [python, runner, "--lock", lock, "--lock-timeout", str(self.lock_timeout), "--run-id", run_id, *args]
         deadline = RunnerDeadline(timeout, self.lock_timeout)
+        with one_request_at_a_time(self._serve_lock, deadline, self.name):
+            return self._served_call([python, runner, "--serve"], lock, args, deadline)
+
+    def _served_call(self, command: list[str], lock: str, args: list[str], deadline: RunnerDeadline
+                     ) -> dict[str, Any]:
+        python = command[0]
+        server = self._serving(command)
         try:
-            status, out, err = self._exec(argv, deadline)
+            status, out, err = server.request(["--lock", lock, "--lock-timeout", str(self.lock_timeout), *args],
+                                              deadline)
         except RunnerTimeout:
-            self._kill_run(run_id)
+            self._server = None
+            self._kill_run(server.run_id)
+            server.close()
             raise RunnerTimeout(
                 f"agent {self.name}: the runner {deadline.describe()} on the device and was killed "
                 f"there; if the device is just slow, raise it with 'nas agent set {self.name} --timeout SECONDS'"
             ) from None
         except _ConnectionLost:
-            self._orphans.append(run_id)  # it may still be running: killed after reconnecting
+            self._server = None
+            self._orphans.append(server.run_id)  # it may still be running: killed after reconnecting
             raise
+        if not server.alive():
+            self._server = None
         if status == 127 or (status != 0 and not out.strip() and "not found" in err):
             raise DeviceError(
                 f"agent {self.name}: no Python at '{python}' on the device ({err.strip()[-200:]}): install "
@@ -547,6 +573,22 @@ class SSHAgent(Agent):
                 "internal",
             )
         return parse_runner_output(out, self.name)
+
+    def _serving(self, command: list[str]) -> _RemoteServer:
+        """The connection's serving runner for ``command`` (started anew if it ended or changed)."""
+        if self._server is not None and (self._server.command != command or not self._server.alive()):
+            self._server.close()
+            self._server = None
+        if self._server is None:
+            client = self._client
+            transport = client.get_transport() if client else None
+            if transport is None or not transport.is_active():
+                raise _ConnectionLost("the connection closed")
+            try:
+                self._server = _RemoteServer(transport, command, self.connect_timeout, self.address)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise _ConnectionLost(f"the connection to {self.address} failed: {_describe(exc)}") from None
+        return self._server
 
     def _kill_run(self, run_id: str) -> None:
         """SIGKILL a runner's process group on the device (best effort; retried after a reconnect)."""
@@ -654,6 +696,73 @@ class SSHAgent(Agent):
             return out
 
         return self._retrying(operation)[0]
+
+
+class _RemoteServer:
+    """``runner.py --serve`` on the device, on one SSH channel: requests in on its stdin, output out."""
+
+    def __init__(self, transport: paramiko.Transport, command: list[str], timeout: float, address: str) -> None:
+        self.command = command
+        self.run_id = secrets.token_hex(8)
+        self.address = address
+        self.transport = transport
+        self.channel = transport.open_session(timeout=timeout)
+        self.channel.exec_command(shlex.join([*command, "--run-id", self.run_id]))
+        self.stderr = bytearray()
+
+    def alive(self) -> bool:
+        return not (self.channel.closed or self.channel.exit_status_ready())
+
+    def request(self, argv: list[str], deadline: RunnerDeadline) -> tuple[int, str, str]:
+        """(status, stdout, stderr) of one request: the child's exit status (-1: killed by a signal),
+        or the server's own when it ended first (127: no such Python)."""
+        channel, output, errors_from = self.channel, RequestOutput(deadline), len(self.stderr)
+        try:
+            with contextlib.suppress(OSError):  # a server that already ended: its status says why
+                channel.sendall(json.dumps(argv).encode() + b"\n")
+            while True:
+                busy = False
+                while channel.recv_ready():
+                    if output.feed(channel.recv(1 << 16)):
+                        status = self._lost_or_killed() if output.status < 0 else output.status
+                        return status, output.text(), self.stderr[errors_from:].decode(errors="replace")
+                    busy = True
+                while channel.recv_stderr_ready():
+                    self.stderr += channel.recv_stderr(1 << 16)
+                    busy = True
+                if channel.closed or (channel.exit_status_ready() and channel.eof_received):
+                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                        return self._ended(), output.text(), self.stderr[errors_from:].decode(errors="replace")
+                    continue
+                if not self.transport.is_active():
+                    raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
+                if deadline.remaining() <= 0:
+                    raise RunnerTimeout(deadline.describe())
+                if not busy:
+                    channel.status_event.wait(0.002)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise _ConnectionLost(f"the connection to {self.address} failed: {_describe(exc)}") from None
+
+    def _ended(self) -> int:
+        """The server's exit status; -1 when it has none: killed, or the connection died (then that)."""
+        status = self.channel.exit_status if self.channel.exit_status_ready() else -1
+        return status if status != -1 else self._lost_or_killed()
+
+    def _lost_or_killed(self) -> int:
+        """-1 for a runner killed on the device, unless the connection dies too (a crashing sshd kills
+        its sessions first): then that, which is retried."""
+        grace = time.monotonic() + 2.0
+        while self.transport.is_active() and time.monotonic() < grace:
+            time.sleep(0.05)
+        if not self.transport.is_active():
+            raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
+        return -1
+
+    def close(self) -> None:
+        """Close its stdin and channel: the server kills any child still measuring and exits."""
+        with contextlib.suppress(Exception):  # closing on a dead connection may raise anything
+            self.channel.shutdown_write()
+            self.channel.close()
 
 
 def require_runtime(agent: SSHAgent, probe: dict[str, Any]) -> None:
