@@ -789,6 +789,8 @@ def main(argv=None, served=False):
     if args.serve and not served:
         return serve()
     result = {"schema": SCHEMA, "ok": True, "pid": os.getpid()}
+    if served:
+        result["server_pid"] = os.getppid()
     status = 0
     if args.kill_run:
         result.update(kill_run(args.kill_run))

@@ -507,3 +507,21 @@ def test_device_kept_down_fails_the_trial_and_resume_redoes_it(nas_env, sshd, ad
     redone = trials["COMPLETE"][0]
     assert TrialData.load(redone.user_attrs).retry_of == failed[0].number
     assert redone.params == failed[0].params, "resume must redo the candidate whose device was down"
+
+
+def test_measurements_share_one_serving_runner_each_in_a_fresh_child(nas_env, loop_agent, sshd, onnx_models):
+    """One server per connection (Python and the imports paid once), a fresh forked child per measurement."""
+    with registry.open_agent(loop_agent) as agent:
+        results = [agent.measure(onnx_models[name], QUICK) for name in ("small", "large", "small")]
+        server = results[0]["server_pid"]
+        assert [r["server_pid"] for r in results] == [server] * 3
+        assert len({r["pid"] for r in results}) == 3 and server not in {r["pid"] for r in results}
+        argv = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
+        assert b"--serve" in argv and b"--run-id" in argv
+        # the small model's peak is its own in each child, not what the large one left behind
+        small = [r["memory_kb"]["model_peak_kb"] for r in results[::2]]
+        assert results[1]["memory_kb"]["model_peak_kb"] > max(small)
+    deadline = time.monotonic() + 10  # closing the agent closes the channel: the server exits
+    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{server}").exists() or "Z" in Path(f"/proc/{server}/stat").read_text().split(")")[1][:3]
