@@ -740,6 +740,7 @@ def serve():
         if status is None:
             return 0
         _emit({"event": "done", "status": status})
+        _reap()  # while the host goes on; before the next request, which it must not overlap
 
 
 def _name_process(name):
@@ -752,10 +753,15 @@ def _name_process(name):
 
 
 def _serve_one(argv, pending):
-    """Fork a child for one request and wait for it; (its exit status, stdin read meanwhile), or
-    (None, ...) when stdin closed meanwhile: the host is gone, so the child was killed."""
+    """Fork a child for one request and wait for its answer; (its exit status, stdin read meanwhile),
+    or (None, ...) when stdin closed meanwhile: the host is gone, so the child was killed.
+
+    The child writes its exit code to a pipe once its result is out, before the few milliseconds its
+    exit takes (unmapping tens of MB); a pipe that closes without one means it died, and its status
+    says how. Either way it is reaped here before the next request forks another.
+    """
     sys.stdout.flush()
-    ended_read, ended_write = os.pipe()  # readable once the child has exited (its end closes)
+    ended_read, ended_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ended_read)
@@ -764,12 +770,14 @@ def _serve_one(argv, pending):
             code = main([str(arg) for arg in argv], served=True)
         finally:
             sys.stdout.flush()
+            os.write(ended_write, str(code).encode())
             os._exit(code)
     os.close(ended_write)
     try:
         while True:
             ready = select.select([0, ended_read], [], [])[0]
             if ended_read in ready:
+                said = os.read(ended_read, 16)
                 break
             chunk = os.read(0, 1 << 16)
             if not chunk:
@@ -779,9 +787,19 @@ def _serve_one(argv, pending):
             pending += chunk
     finally:
         os.close(ended_read)
+    if said:
+        _REAP.append(pid)
+        return int(said), pending
     _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    return code, pending
+    return (-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)), pending
+
+
+_REAP = []  # children that answered and are still exiting
+
+
+def _reap():
+    while _REAP:
+        os.waitpid(_REAP.pop(), 0)
 
 
 def main(argv=None, served=False):

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +25,13 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["SAMPLERS", "TrialSeededSampler", "make_sampler", "nsga2_population", "startup_trials"]
+__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "TrialSeededSampler", "make_sampler", "nsga2_population", "startup_trials"]
+
+#: The default: Gaussian-process Bayesian optimisation. On the KWS space (``nas bench search``) it
+#: reached random search's 40-trial hypervolume in about 15 trials, TPE in 26; it costs 0.5-1 s per
+#: proposal against TPE's 10-15 ms, which is small beside training a real candidate (``--sampler tpe``
+#: where trials take well under a second).
+DEFAULT_SAMPLER = "gp"
 
 
 def nsga2_population(n_trials: int) -> int:
@@ -55,29 +62,39 @@ class TrialSeededSampler(BaseSampler):
     """Delegates to a sampler rebuilt before each trial with a seed from ``(seed, trial number)``.
 
     The samplers used here keep their state in the study storage, not in the object, so
-    rebuilding costs nothing and changes nothing but the random stream.
+    rebuilding costs nothing and changes nothing but the random stream. ``seconds`` keeps the time
+    each trial's proposal took (the GP sampler's 0.5-1 s is the search's, not the engine's).
     """
 
     def __init__(self, factory: Callable[[int], BaseSampler], seed: int) -> None:
         self._factory = factory
         self._seed = seed
         self._inner = factory(seed)
+        self.seconds: dict[int, float] = {}
+
+    def _timed(self, trial: FrozenTrial, call: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.seconds[trial.number] = self.seconds.get(trial.number, 0.0) + time.perf_counter() - started
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         entropy = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
         self._inner = self._factory(int(entropy))
-        self._inner.before_trial(study, trial)
+        self._timed(trial, lambda: self._inner.before_trial(study, trial))
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._inner.infer_relative_search_space(study, trial)
+        return self._timed(trial, lambda: self._inner.infer_relative_search_space(study, trial))
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self._inner.sample_relative(study, trial, search_space)
+        return self._timed(trial, lambda: self._inner.sample_relative(study, trial, search_space))
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+        return self._timed(trial, lambda: self._inner.sample_independent(study, trial, param_name,
+                                                                         param_distribution))
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:

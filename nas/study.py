@@ -38,7 +38,7 @@ from nas.model import build_model, deployed, spec_seed
 from nas.names import check_study_name
 from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
 from nas.reference import study_references
-from nas.samplers import SAMPLERS, make_sampler
+from nas.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, load_study, open_storage, storage_url, study_config, study_dir
@@ -114,7 +114,7 @@ class CandidateEvaluator:
                 accuracy = self._train(record, model, clock)
                 record.artifacts = self._save_artifacts(model, spec, set(winner.values()))
                 clock.lap("artifacts")
-        record.timing = clock.laps
+        record.timing = {**clock.laps, "sampler_s": getattr(trial.study.sampler, "seconds", {}).get(trial.number, 0.0)}
         record.save(trial)
 
         values = {"accuracy": accuracy, "params": float(params),
@@ -272,7 +272,7 @@ def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials
 
 
 def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: int, storage: str | None = None,
-                sampler: str = "tpe", seed: int = 0, load_if_exists: bool = False,
+                sampler: str = DEFAULT_SAMPLER, seed: int = 0, load_if_exists: bool = False,
                 artifacts: str | None = None) -> optuna.Study:
     """Create the study (or, with ``load_if_exists``, reuse it) and record its settings.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -42,7 +43,8 @@ def test_the_search_benchmark_runs_end_to_end(tmp_path, monkeypatch):
     code = search.main(["--space", str(space), "--trials", "4", "--seeds", "1", "--out", str(tmp_path / "out")])
     assert code in (0, 1), "0: target met, 1: missed; anything else is the benchmark failing"
     table = (tmp_path / "out" / "search.md").read_text()
-    assert all(f"| {name} |" in table for name in ("tpe", "nsga2", "random")), table
+    assert all(f"| {name} |" in table for name in ("gp", "tpe", "nsga2", "random")), table
+    assert set(json.loads((tmp_path / "out" / "search.json").read_text())["curves"]) == {"gp", "tpe", "nsga2", "random"}
     assert (tmp_path / "out" / "search.png").read_bytes()[:4] == b"\x89PNG"
 
 

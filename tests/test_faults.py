@@ -429,8 +429,10 @@ def test_agent_set_changes_timeouts_and_cache_size_without_contacting_the_device
 
 
 def test_the_cli_knows_the_samplers_and_seed_range_without_importing_the_engine():
-    from nas.cli.study import SAMPLER_NAMES, SEED_MAX
+    from nas.cli.study import DEFAULT_SAMPLER, SAMPLER_NAMES, SEED_MAX
+    from nas.samplers import DEFAULT_SAMPLER as ENGINE_DEFAULT
     from nas.study import SAMPLERS
     from nas.study import SEED_MAX as ENGINE_SEED_MAX
 
     assert tuple(sorted(SAMPLERS)) == SAMPLER_NAMES and SEED_MAX == ENGINE_SEED_MAX
+    assert DEFAULT_SAMPLER == ENGINE_DEFAULT

@@ -1,7 +1,9 @@
 """Per-trial overhead of the study engine on the demo space.
 
-Overhead is everything in a trial but training and the device's timed runs: sampling, export,
-starting each measurement and creating its sessions, artifact writing and storage bookkeeping. The
+A trial is timed from Optuna's ask to its tell. Engine overhead is everything in it but training, the
+device's timed runs and the sampler's own computation of the proposal (the search, shown in its own
+column: the default GP sampler takes 0.5-1 s, TPE 10-15 ms): storage bookkeeping, building and
+exporting the candidate, starting each measurement and creating its sessions, artifact writing. The
 target is under 10% of trial time, summed over the trials that were trained. What a study run pays
 once before its first trial (opening the storage and the agents, calibrating them, torch importing
 its compiler stack) is printed on its own line: it does not grow with the number of trials.
@@ -43,20 +45,23 @@ def main(argv: list[str] | None = None) -> int:
         study = run_study("bench", storage=storage)
         wall = time.perf_counter() - started
 
-    table = Table("trial", "code", "total s", "train s", "device s", "export s", "overhead s", "overhead %",
-                  title=f"engine overhead per trial ({args.space}, local agent)")
-    sums = {"total": 0.0, "overhead": 0.0}
+    table = Table("trial", "code", "total s", "train s", "device s", "sampler s", "export s", "overhead s",
+                  "overhead %", title=f"engine overhead per trial ({args.space}, local agent, default sampler)")
+    sums = {"total": 0.0, "overhead": 0.0, "sampler": 0.0}
     for trial in study.trials:
         data = TrialData.load(trial.user_attrs)
         timing = data.timing
-        if not timing or not data.trained:
+        if not timing or not data.trained or trial.datetime_complete is None:
             continue
-        overhead = timing["total"] - timing["train_s"] - timing["device_s"]
-        sums["total"] += timing["total"]
+        # from Optuna's ask (the sampler's proposal) to its tell: the whole trial as the study sees it
+        total = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        overhead = total - timing["train_s"] - timing["device_s"] - timing["sampler_s"]
+        sums["total"] += total
         sums["overhead"] += overhead
-        table.add_row(str(trial.number), data.code or "?", f"{timing['total']:.2f}",
-                      f"{timing['train_s']:.2f}", f"{timing['device_s']:.2f}", f"{timing['export']:.2f}",
-                      f"{overhead:.2f}", f"{100 * overhead / timing['total']:.1f}")
+        sums["sampler"] += timing["sampler_s"]
+        table.add_row(str(trial.number), data.code or "?", f"{total:.2f}", f"{timing['train_s']:.2f}",
+                      f"{timing['device_s']:.2f}", f"{timing['sampler_s']:.2f}", f"{timing['export']:.2f}",
+                      f"{overhead:.2f}", f"{100 * overhead / total:.1f}")
     console.print(table)
     if not sums["total"]:
         console.print("[red]no trained trial to measure[/]")
@@ -66,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if first is not None:
         startup = (first - began).total_seconds()
         console.print(f"start-up before the first trial (once per study run): {startup:.1f} s")
-    console.print(f"study wall time {wall:.1f} s for {args.trials} trials; "
-                  f"overhead {100 * ratio:.1f}% of trained-trial time (target < {100 * TARGET:.0f}%)")
+    console.print(f"study wall time {wall:.1f} s for {args.trials} trials; the sampler's proposals "
+                  f"{100 * sums['sampler'] / sums['total']:.1f}% of trained-trial time; engine overhead "
+                  f"{100 * ratio:.1f}% (target < {100 * TARGET:.0f}%)")
     if ratio >= TARGET:
         console.print(f"[red]MISSED[/]: engine overhead {100 * ratio:.1f}% >= {100 * TARGET:.0f}%")
         return 1

@@ -17,12 +17,14 @@ from nas.names import STUDY_NAME
 if TYPE_CHECKING:
     import optuna
 
-# nas.study's SAMPLERS keys and SEED_MAX, here so that --help need not import torch (a test checks they agree)
+# nas.study's SAMPLERS keys, DEFAULT_SAMPLER and SEED_MAX, here so that --help need not import torch (a test
+# checks they agree)
 SAMPLER_NAMES = ("gp", "nsga2", "random", "tpe")
+DEFAULT_SAMPLER = "gp"
 SEED_MAX = 2**32 - 1
-SAMPLER_HELP = ("tpe: multivariate TPE (grouped by conditional parameters) after max(4, min(10, trials/8)) random "
-                "trials; gp: Gaussian-process Bayesian optimisation (log expected hypervolume improvement) after as "
-                "many; nsga2: NSGA-II with a "
+SAMPLER_HELP = ("gp: Gaussian-process Bayesian optimisation (log expected hypervolume improvement) after "
+                "max(4, min(10, trials/8)) random trials, 0.5-1 s per proposal; tpe: multivariate TPE (grouped by "
+                "conditional parameters) after as many, 10-15 ms per proposal; nsga2: NSGA-II with a "
                 "population of max(4, min(50, trials/4)); random. Each trial's draws are seeded by (seed, trial "
                 "number), so parallel workers differ and one worker repeats itself.")
 
@@ -45,7 +47,8 @@ def study() -> None:
               help="Complete trials to reach.")
 @timeout_option
 @storage_option
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True, help=SAMPLER_HELP)
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=DEFAULT_SAMPLER, show_default=True,
+              help=SAMPLER_HELP)
 @click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
               help="Sampler seed (each trial derives its own from it and its trial number).")
 @click.option("--load-if-exists", is_flag=True, help="Continue a study of this name instead of refusing.")
