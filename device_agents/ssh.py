@@ -708,7 +708,6 @@ class _RemoteServer:
         self.transport = transport
         self.channel = transport.open_session(timeout=timeout)
         self.channel.exec_command(shlex.join([*command, "--run-id", self.run_id]))
-        self.stderr = bytearray()
 
     def alive(self) -> bool:
         return not (self.channel.closed or self.channel.exit_status_ready())
@@ -716,7 +715,7 @@ class _RemoteServer:
     def request(self, argv: list[str], deadline: RunnerDeadline) -> tuple[int, str, str]:
         """(status, stdout, stderr) of one request: the child's exit status (-1: killed by a signal),
         or the server's own when it ended first (127: no such Python)."""
-        channel, output, errors_from = self.channel, RequestOutput(deadline), len(self.stderr)
+        channel, output, err = self.channel, RequestOutput(deadline), bytearray()
         try:
             with contextlib.suppress(OSError):  # a server that already ended: its status says why
                 channel.sendall(json.dumps(argv).encode() + b"\n")
@@ -725,14 +724,14 @@ class _RemoteServer:
                 while channel.recv_ready():
                     if output.feed(channel.recv(1 << 16)):
                         status = self._lost_or_killed() if output.status < 0 else output.status
-                        return status, output.text(), self.stderr[errors_from:].decode(errors="replace")
+                        return status, output.text(), err.decode(errors="replace")
                     busy = True
                 while channel.recv_stderr_ready():
-                    self.stderr += channel.recv_stderr(1 << 16)
+                    err += channel.recv_stderr(1 << 16)
                     busy = True
                 if channel.closed or (channel.exit_status_ready() and channel.eof_received):
                     if not (channel.recv_ready() or channel.recv_stderr_ready()):
-                        return self._ended(), output.text(), self.stderr[errors_from:].decode(errors="replace")
+                        return self._ended(), output.text(), err.decode(errors="replace")
                     continue
                 if not self.transport.is_active():
                     raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
