@@ -94,7 +94,7 @@ class _Server:
         self.chunks: queue.Queue[bytes | None] = queue.Queue()
         self.stderr = bytearray()
         threading.Thread(target=_chunks, args=(self.process.stdout, self.chunks), daemon=True).start()
-        threading.Thread(target=_tail, args=(self.process.stderr, self.stderr), daemon=True).start()
+        threading.Thread(target=_collect, args=(self.process.stderr, self.stderr), daemon=True).start()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -102,7 +102,7 @@ class _Server:
     def request(self, argv: list[str], deadline: RunnerDeadline) -> tuple[str, str, int | None]:
         """One request's output up to its ``done`` event: (stdout, stderr, the child's exit status:
         negative for a signal, None when the server itself ended)."""
-        errors_from = len(self.stderr)
+        self.stderr.clear()  # what it wrote before this request was someone else's
         output = RequestOutput(deadline)
         with contextlib.suppress(OSError):  # a server that died since its last request: its output says why
             self.process.stdin.write(json.dumps(argv).encode() + b"\n")
@@ -117,7 +117,7 @@ class _Server:
             if chunk is None:
                 self.process.wait()
             if chunk is None or output.feed(chunk):
-                return output.text(), self.stderr[errors_from:].decode(errors="replace"), output.status
+                return output.text(), self.stderr.decode(errors="replace"), output.status
 
     def stop(self) -> None:
         """Close its stdin (an idle server exits), then kill its whole session."""
@@ -136,8 +136,6 @@ def _chunks(stream: IO[bytes], chunks: queue.Queue[bytes | None]) -> None:
     chunks.put(None)
 
 
-def _tail(stream: IO[bytes], sink: bytearray, keep: int = 1 << 16) -> None:
+def _collect(stream: IO[bytes], sink: bytearray) -> None:
     for line in iter(stream.readline, b""):
         sink += line
-        if len(sink) > 2 * keep:
-            del sink[:-keep]
