@@ -149,6 +149,19 @@ def fingerprint(threads):
         raw = _read(path)
         if raw and raw.isdigit():
             freqs[path.split("/")[5]] = int(raw) // 1000
+    info = dict(_fixed_fingerprint())
+    info.update({
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "freq_mhz": freqs,
+        "temperature_c": _temperatures(),
+        "threads": threads,
+    })
+    return info
+
+
+@functools.lru_cache(maxsize=None)
+def _fixed_fingerprint():
+    """The part that cannot change while this process lives (a server's children inherit it)."""
     meminfo = _read("/proc/meminfo") or ""
     mem_total_kb = None
     for line in meminfo.splitlines():
@@ -161,11 +174,7 @@ def fingerprint(threads):
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "mem_total_kb": mem_total_kb,
-        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "freq_mhz": freqs,
-        "temperature_c": _temperatures(),
         "python": platform.python_version(),
-        "threads": threads,
         "qemu_cpu": os.environ.get("QEMU_CPU"),
         "runner": runner_version(),
         "boot_id": _read("/proc/sys/kernel/random/boot_id"),
@@ -400,17 +409,14 @@ def _paired_clock(threads):
 def _calls_per_sample(session, feeds, min_sample_ms, tries=3):
     """TVM's ``number``: calls per sample so that one sample lasts at least ``min_sample_ms``.
 
-    Each size is judged by the fastest of ``tries`` samples: a single sample the OS interrupted
-    looks long enough with too few calls, and the timed samples, free of that interruption, would
-    then last a fraction of ``min_sample_ms``.
+    Sized from the fastest of ``tries`` single calls (after warm-up), with a 1.5x margin: a call the
+    OS interrupted cannot make it too small, and a loop of calls costs no more per call than one.
+    Timing trial samples of the candidate size instead cost 5-10 ms per model for the same answer.
     """
-    number = 1
-    while True:
-        elapsed_ms = min(_sample_ms(session, feeds, number) * number for _ in range(tries))
-        if elapsed_ms >= min_sample_ms or number >= 1 << 16:
-            return number
-        per_call = max(elapsed_ms / number, 1e-6)
-        number = min(max(number * 2, int(min_sample_ms * 1.5 / per_call) + 1), 1 << 16)
+    per_call = min(_sample_ms(session, feeds, 1) for _ in range(tries))
+    if per_call >= min_sample_ms:
+        return 1
+    return min(int(min_sample_ms * 1.5 / max(per_call, 1e-6)) + 1, 1 << 16)
 
 
 def _spread(stats):
@@ -726,7 +732,7 @@ def serve():
         pass  # a device without them: each request then says so itself
     import gc
 
-    runner_version()  # hashed once here, not in every child
+    _fixed_fingerprint()  # read once here (the runner's hash included), not in every child
     gc.freeze()  # the collector then leaves what is here alone: fewer copy-on-write faults in each child
     pending = b""
     while True:

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas bench overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--space", default="digits")
+    parser.add_argument("--sampler", default=None, help="the study's sampler [default: the CLI's default]")
     args = parser.parse_args(argv)
 
     from nas.records import TrialData
@@ -40,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("NAS_HOME", str(Path(tmp) / "home"))
         storage = f"sqlite:///{tmp}/study.db"
         started = time.perf_counter()
-        start_study("bench", args.space, ["local"], args.trials, storage=storage, artifacts=str(Path(tmp) / "art"))
+        sampler = {"sampler": args.sampler} if args.sampler else {}
+        start_study("bench", args.space, ["local"], args.trials, storage=storage, artifacts=str(Path(tmp) / "art"),
+                    **sampler)
         began = datetime.datetime.now()
         study = run_study("bench", storage=storage)
         wall = time.perf_counter() - started
 
     table = Table("trial", "code", "total s", "train s", "device s", "sampler s", "export s", "overhead s",
-                  "overhead %", title=f"engine overhead per trial ({args.space}, local agent, default sampler)")
+                  "overhead %",
+                  title=f"engine overhead per trial ({args.space}, local agent, {args.sampler or 'default'} sampler)")
     sums = {"total": 0.0, "overhead": 0.0, "sampler": 0.0}
     for trial in study.trials:
         data = TrialData.load(trial.user_attrs)
