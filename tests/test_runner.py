@@ -174,3 +174,20 @@ def test_a_killed_host_leaves_no_server_or_measurement_behind(tmp_path):
     host.send_signal(signal.SIGKILL)
     host.wait()
     assert gone(children[0], wait=10) and gone(server, wait=10)
+
+
+def test_a_forked_child_reports_the_same_model_peak_as_a_fresh_process(agent, tmp_path):
+    """Library code the model's kernels page in is not the model's memory: a forked child pages in
+    even code its server had, so counting it would make served figures larger than fresh ones."""
+    import json
+    import subprocess
+    import sys
+
+    from device_agents.base import RUNNER_PATH
+
+    model = mlp(tmp_path, 1024)
+    served = agent.measure(model, FAST)["memory_kb"]
+    fresh_run = subprocess.run([sys.executable, str(RUNNER_PATH), "--model", str(model), *FAST.runner_args()],
+                               capture_output=True, text=True, timeout=120)
+    fresh = json.loads(fresh_run.stdout.splitlines()[-1])["memory_kb"]
+    assert abs(served["model_peak_kb"] - fresh["model_peak_kb"]) < 0.1 * fresh["model_peak_kb"] + 256, (served, fresh)
