@@ -9,11 +9,13 @@ report and pick find it from any storage.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from nas.errors import UserError
@@ -49,7 +51,7 @@ def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> opt
         if created is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         with storage_errors(url):
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(parsed), **options)
+            storage = _rdb_storage(url, engine_kwargs(parsed), options)
             if database is not None:
                 _write_ahead_log(storage.engine)
             return storage
@@ -57,6 +59,18 @@ def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> opt
         if created is not None:  # a storage that failed to open leaves nothing behind
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], options: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. Opening a new database creates its schema, check then insert: a second
+    process opening it at that moment (``nas study status`` while ``start`` creates it) can hit the
+    version row the first one just inserted. The schema then exists, so opening again works."""
+    for _ in range(2):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
+        except sa_exc.IntegrityError:
+            time.sleep(0.2)
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
 
 
 def _write_ahead_log(engine: Engine) -> None:
