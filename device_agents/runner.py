@@ -777,15 +777,16 @@ def _serve_one(argv, pending):
     sys.stdout.flush()
     ended_read, ended_write = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.close(ended_read)
+    if pid == 0:  # the child must end here whatever happens (a cut stdout raises): never serve on
         code = 2
-        try:
+        with contextlib.suppress(BaseException):
+            os.close(ended_read)
             code = main([str(arg) for arg in argv], served=True)
-        finally:
+        with contextlib.suppress(BaseException):
             sys.stdout.flush()
+        with contextlib.suppress(BaseException):
             os.write(ended_write, str(code).encode())
-            os._exit(code)
+        os._exit(code)
     os.close(ended_write)
     try:
         while True:
