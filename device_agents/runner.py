@@ -745,6 +745,8 @@ def serve():
     pending = b""
     while True:
         while b"\n" not in pending:
+            if _output_gone():
+                return 0
             chunk = os.read(0, 1 << 16)
             if not chunk:
                 return 0
@@ -755,6 +757,22 @@ def serve():
             return 0
         _emit({"event": "done", "status": status})
         _reap()  # while the host goes on; before the next request, which it must not overlap
+
+
+def _output_gone():
+    """Wait for the next request; True when stdout lost its reader meanwhile (a host that cut the
+    output, e.g. through ``head``): answering is then impossible, so the server must end."""
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    poller.register(1, 0)  # POLLERR and POLLHUP are always reported
+    while True:
+        for fd, event in poller.poll():
+            if fd == 1 and event & (select.POLLERR | select.POLLHUP):
+                return True
+            if fd == 0:
+                return False
 
 
 def _name_process(name):
