@@ -116,6 +116,9 @@ class MeasureSettings:
     max_spread: float = 0.25
     max_rounds: int = 3
     pin_cpu: int | None = None
+    speed_tolerance: float = 0.3  # a round run this much slower than the calibration is set aside ...
+    max_wait_seconds: float = 2.0  # ... for up to this long (then the least slowed round, marked ``slowed``)
+    reference_ms: float | None = None  # the agent's calibration (``nas.reference``), set per agent by the host
 
     def runner_args(self) -> list[str]:
         args = [
@@ -123,9 +126,12 @@ class MeasureSettings:
             "--min-runs", str(self.min_runs), "--min-seconds", str(self.min_seconds),
             "--min-sample-ms", str(self.min_sample_ms), "--max-seconds", str(self.max_seconds),
             "--max-spread", str(self.max_spread), "--max-rounds", str(self.max_rounds),
+            "--speed-tolerance", str(self.speed_tolerance), "--max-wait-seconds", str(self.max_wait_seconds),
         ]
         if self.pin_cpu is not None:
             args += ["--pin-cpu", str(self.pin_cpu)]
+        if self.reference_ms is not None:
+            args += ["--reference-ms", repr(self.reference_ms)]
         return args
 
     def to_dict(self) -> dict[str, Any]:

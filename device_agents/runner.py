@@ -20,6 +20,11 @@ tools do (TVM's ``min_repeat_ms``, TFLite's ``min_secs``, onnxruntime's perf tes
   ratio model / reference, which the device's own speed changes cancel out of), and
   ``--calibrate``, the device's undisturbed speed on that workload, which the host multiplies the
   ratio by to get a latency that does not depend on what the device was doing;
+* ``--reference-ms`` (that calibration): a round in which the reference ran more than
+  ``--speed-tolerance`` slower than calibrated is set aside while ``--max-wait-seconds`` allows,
+  because a slowed device does not slow every model alike (a cache-bound model less than the
+  reference) and the ratio only corrects for it approximately; a device still slowed when the
+  wait is over gives its least slowed round, marked ``slowed``;
 * a fixed intra-op thread count and optional CPU pinning;
 * the model's own memory: the peak (``VmHWM``) is reset just before the session is created, so the
   peak after the runs minus the resident size before the session is what loading and running the
@@ -431,38 +436,58 @@ def _spread(stats):
     return stats["iqr"] / stats["median"] if stats["median"] > 0 else 0.0
 
 
-def _sample_rounds(np, take, count, args, spread=None):
+def _sample_rounds(np, take, count, args, spread=None, slowdown=None):
     """Sample rounds until min count and min duration; again while the spread is above the limit.
 
     ``take(i)`` appends the i-th round's samples (one per model) to the lists it returns; the
-    spread is ``spread(samples)``, by default the largest of the lists' own. Returns the samples
-    of the last round, how many rounds ran, the timed seconds and whether the last round was
-    still too spread (``unstable``).
+    spread is ``spread(samples)``, by default the largest of the lists' own. ``slowdown(samples)``
+    is how much slower than calibrated the device ran in a round: a round above the tolerance is set
+    aside (not counted in ``--max-rounds``) until ``--max-wait-seconds`` have passed, then the least
+    slowed one is used. Returns the samples of the round used and a dict of how they were got:
+    ``rounds`` run, ``timed_s``, ``unstable`` (still too spread) and ``slowed``.
     """
     spread = spread or (lambda samples: max(_spread(_stats(np, each)) for each in samples))
-    deadline = time.perf_counter() + args.max_seconds
-    rounds = 0
+    slowdown = slowdown or (lambda samples: 1.0)
+    started = time.perf_counter()
+    deadline = started + args.max_seconds
+    waited = min(started + args.max_wait_seconds, deadline)
+    rounds = kept = 0
     timed = 0.0
+    aside = None  # (slowdown, samples) of the least slowed round set aside
     while True:
         rounds += 1
-        samples = [[] for _ in range(count)]
-        started = time.perf_counter()
-        index = 0
-        while index < args.min_runs or time.perf_counter() - started < args.min_seconds:
-            take(index, samples)
-            index += 1
-            if time.perf_counter() > deadline and index >= 3:
-                break
-        timed += time.perf_counter() - started
+        samples, seconds = _one_round(take, count, args, deadline)
+        timed += seconds
+        slow = slowdown(samples)
+        slowed = slow > 1.0 + args.speed_tolerance
+        if slowed and (aside is None or slow < aside[0]):
+            aside = (slow, samples)
+        if slowed and time.perf_counter() < waited:
+            continue
+        if slowed:
+            samples = aside[1]
+        kept += 1
         unstable = spread(samples) > args.max_spread
-        if not unstable or rounds >= args.max_rounds or time.perf_counter() > deadline:
-            return samples, rounds, timed, unstable
+        if not unstable or kept >= args.max_rounds or time.perf_counter() > deadline:
+            return samples, {"rounds": rounds, "timed_s": timed, "unstable": unstable, "slowed": slowed}
 
 
-def _latency(np, samples, number, rounds, timed, unstable):
+def _one_round(take, count, args, deadline):
+    """One round's samples (at least ``--min-runs``, for at least ``--min-seconds``) and its seconds."""
+    samples = [[] for _ in range(count)]
+    started = time.perf_counter()
+    index = 0
+    while index < args.min_runs or time.perf_counter() - started < args.min_seconds:
+        take(index, samples)
+        index += 1
+        if time.perf_counter() > deadline and index >= 3:
+            break
+    return samples, time.perf_counter() - started
+
+
+def _latency(np, samples, number, sampled):
     stats = _stats(np, samples)
-    stats.update({"number": number, "rounds": rounds, "spread": _spread(stats), "timed_s": timed,
-                  "unstable": unstable})
+    stats.update(sampled, number=number, spread=_spread(stats))
     return stats
 
 
@@ -491,10 +516,13 @@ def _timed_runs(np, session, feeds, args, reference):
     def ratio_spread(samples):  # what the host uses is the ratio: its spread is the one that counts
         return _spread(_stats(np, np.asarray(samples[0]) / np.asarray(samples[1])))
 
-    samples, rounds, timed, unstable = _sample_rounds(np, take, 2, args, ratio_spread)
-    latency = _latency(np, samples[0], numbers[0], rounds, timed, unstable)
+    def slowdown(samples):
+        return float(np.median(samples[1])) / args.reference_ms if args.reference_ms else 1.0
+
+    samples, sampled = _sample_rounds(np, take, 2, args, ratio_spread, slowdown)
+    latency = _latency(np, samples[0], numbers[0], sampled)
     latency["reference"] = dict(_ratio(np, samples[0], samples[1]), median=float(np.median(samples[1])),
-                                spread=ratio_spread(samples))
+                                spread=ratio_spread(samples), calibrated_ms=args.reference_ms)
     return latency
 
 
@@ -596,12 +624,12 @@ def compare(args):
                 which = (index + step) % count
                 samples[which].append(_sample_ms(sessions[which], feeds[which], numbers[which], clock))
 
-        samples, rounds, timed, unstable = _sample_rounds(np, take, count, args)
+        samples, sampled = _sample_rounds(np, take, count, args)
     except Exception as exc:
         raise RunnerError("run_failed", "onnxruntime failed running the model: " + str(exc)) from exc
-    models = [_latency(np, samples[i], numbers[i], rounds, timed, unstable) for i in range(count)]
+    models = [_latency(np, samples[i], numbers[i], sampled) for i in range(count)]
     ratios = [dict(_ratio(np, samples[i], samples[j]), a=i, b=j) for i in range(count) for j in range(i + 1, count)]
-    return {"paired": {"models": models, "ratios": ratios, "timed_s": timed, "clock": clock_name}}
+    return {"paired": {"models": models, "ratios": ratios, "timed_s": sampled["timed_s"], "clock": clock_name}}
 
 
 def _layer_times(profile_path):
@@ -718,6 +746,12 @@ def _parser():
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median is above")
     parser.add_argument("--max-rounds", type=int, default=3)
+    parser.add_argument("--reference-ms", type=float, default=None,
+                        help="the device's calibrated reference time (--calibrate): rounds run slower are set aside")
+    parser.add_argument("--speed-tolerance", type=float, default=0.3,
+                        help="how much slower than --reference-ms a round may run and still be used")
+    parser.add_argument("--max-wait-seconds", type=float, default=2.0,
+                        help="how long to set slowed rounds aside before using the least slowed one")
     parser.add_argument("--pin-cpu", type=int, default=None)
     parser.add_argument("--lock", help="file to flock so one measurement runs at a time on this device")
     parser.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for --lock")

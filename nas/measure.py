@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def form_measurement(result: dict[str, Any], reference_ms: float | None = None) 
         p90, spread = p90 * speed, paired["spread"]
     return FormMeasurement(
         median_ms=median, p90_ms=p90, ci_low_ms=low, ci_high_ms=high, timed_median_ms=latency["median"],
-        device_speed=speed, spread=spread, unstable=latency["unstable"],
+        device_speed=speed, spread=spread, unstable=latency["unstable"], slowed=latency.get("slowed", False),
         calls_per_sample=latency["number"], model_peak_mib=memory["model_peak_kb"] / KIB_PER_MIB,
         process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB, runner=result,
     )
@@ -146,9 +147,11 @@ def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path],
 
     ``unavailable`` names forms known beforehand not to run there (with why); a form whose model
     the device cannot load or run is added to them. An agent where no form runs is a DeviceError.
-    ``reference_ms``: the agent's calibration, see ``form_measurement``.
+    ``reference_ms``: the agent's calibration, see ``form_measurement``; the runner measures each
+    form alone at (near) that speed when the device gets there within the wait, else marks it ``slowed``.
     """
     unavailable = dict(unavailable or {})
+    alone = replace(settings, reference_ms=reference_ms)
     sizes = sizes or {form: path.stat().st_size for form, path in files.items()}
     forms: dict[str, FormMeasurement] = {}
     for form, path in files.items():
@@ -156,7 +159,7 @@ def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path],
             forms[form] = FormMeasurement(available=False, reason=unavailable[form])
             continue
         try:
-            forms[form] = form_measurement(cache.measure(agent, path, settings), reference_ms)
+            forms[form] = form_measurement(cache.measure(agent, path, alone), reference_ms)
         except DeviceError as exc:
             if exc.kind not in UNAVAILABLE_KINDS:
                 raise

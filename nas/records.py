@@ -43,6 +43,7 @@ class FormMeasurement(_Model):
     device_speed: float | None = None  # that speed: calibrated reference time / reference time meanwhile
     spread: float | None = None  # IQR / median of the last round (of the ratio to the reference when calibrated)
     unstable: bool = False  # still above the spread limit after the last round
+    slowed: bool = False  # the device ran slower than its calibration for the whole wait: corrected by the ratio only
     calls_per_sample: int | None = None
     model_peak_mib: float | None = None  # the model's own peak: process peak after the runs minus before the session
     process_peak_mib: float | None = None  # the whole runner process (Python, numpy, onnxruntime): context only

@@ -135,7 +135,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "accuracy": data.accuracy,
         "test_accuracy": data.test_accuracy,
     }
-    unstable = []
+    unstable, slowed = [], []
     for name in agents:
         chosen = record.chosen(name)
         row[f"latency_ms@{name}"] = chosen.median_ms if chosen else None
@@ -149,8 +149,11 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         row[f"form@{name}"] = record.winner(name)
         if chosen and chosen.unstable:
             unstable.append(name)
+        if chosen and chosen.slowed:
+            slowed.append(name)
     row.update({
         "unstable": ", ".join(unstable) or None,
+        "slowed": ", ".join(slowed) or None,
         "infeasible": "; ".join(data.infeasible) or None,
         "fail_reason": data.fail_reason,
         "repeat_of": data.repeat_of,
@@ -254,8 +257,9 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
         columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"),
                     (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
                     (f"model peak MiB\n{name}", f"model_peak_mib@{name}", "mb")]
-    if any(row.get("unstable") for row in report.pareto):
-        columns.append(("unstable on", "unstable", "str"))
+    for flag in ("unstable", "slowed"):
+        if any(row.get(flag) for row in report.pareto):
+            columns.append((f"{flag} on", flag, "str"))
     return columns
 
 
@@ -297,6 +301,11 @@ def count_lines(report: Report) -> list[str]:
         lines.append(f"{len(unstable)} on the Pareto set measured unstable (spread above the limit after the last "
                      f"round: trials {', '.join(map(str, unstable))}); their latency is less certain: see "
                      "'nas agent check'.")
+    slowed = [row["trial"] for row in report.pareto if row.get("slowed")]
+    if slowed:
+        lines.append(f"{len(slowed)} on the Pareto set measured while the device stayed slower than its calibration "
+                     f"(trials {', '.join(map(str, slowed))}); their latency is corrected by the reference ratio "
+                     "only: see 'nas agent check'.")
     unfinished = [f"{c[s]} {s}" for s in ("running", "waiting", "pruned") if c[s]]
     if unfinished:
         lines.append("Not finished: " + ", ".join(unfinished) + ".")
@@ -331,7 +340,7 @@ def csv_columns(agents: list[str]) -> list[str]:
                  for what in ("latency_ms", "p90_ms", "ci_ms", "timed_ms", "device_speed", "model_peak_mib",
                               "process_peak_mib", "form")]
     return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", "test_accuracy",
-            *per_agent, "unstable", "infeasible", "fail_reason", "epochs", "train_seconds"]
+            *per_agent, "unstable", "slowed", "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 
 def pareto_frame(report: Report) -> pd.DataFrame:
@@ -771,7 +780,8 @@ D dense. Form: the deployed form of the Toeplitz-like layers chosen on the agent
 measured interleaved; within the tie margin the smaller file). Latency: per call, median and p90 of the
 timed samples; model peak: the peak resident set (VmHWM) after the runs above the process before the model
 was loaded, i.e. the model's own memory, not the measuring process's. "unstable": still too spread after the
-runner's last round.</p>
+runner's last round; "slowed": the device ran slower than its calibration for the whole wait, so the latency
+is corrected by the ratio to the reference workload only.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>

@@ -135,6 +135,10 @@ class Measure(_Strict):
     max_spread: PositiveFloat = _RUNNER.max_spread
     max_rounds: PositiveInt = _RUNNER.max_rounds
     pin_cpu: int | None = Field(_RUNNER.pin_cpu, ge=0)
+    speed_tolerance: float = Field(_RUNNER.speed_tolerance, ge=0, description="a round run this much slower than "
+                                   "the agent's calibration is set aside")
+    max_wait_seconds: float = Field(_RUNNER.max_wait_seconds, ge=0, description="how long slowed rounds are set "
+                                    "aside before the least slowed one is used, marked 'slowed'")
     tie_margin: float = Field(0.03, ge=0, lt=1, description="forms within this paired ratio of the fastest "
                               "tie; the smaller file wins")
 

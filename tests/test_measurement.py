@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from device_agents.runner import parse_args
 from nas.export import export_onnx
 from nas.measure import MeasurementCache, form_measurement, measure_forms, model_facts
 from nas.model import build_model, deployed
+from nas.records import AgentMeasurement
 from nas.spec import ArchSpec, LayerSpec
 
 QUICK = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.05, max_rounds=2)
@@ -123,6 +125,7 @@ def test_a_study_records_latency_at_its_calibrated_speed(made_study):
         paired = form.runner["latency_ms"]["reference"]
         assert form.median_ms == pytest.approx(paired["ratio"] * reference_ms)
         assert form.device_speed == pytest.approx(reference_ms / paired["median"])
+        assert paired["calibrated_ms"] == reference_ms, "the runner waited for the device at the study's speed"
 
 
 def test_a_study_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
@@ -151,6 +154,24 @@ def test_a_spread_above_the_limit_is_flagged_unstable(tmp_path, monkeypatch):
         loose = local.measure(model, MeasureSettings(min_runs=10, min_seconds=0.02, max_spread=10.0, max_rounds=2))
     assert strict["latency_ms"]["unstable"] and strict["latency_ms"]["rounds"] == 2
     assert not loose["latency_ms"]["unstable"] and loose["latency_ms"]["rounds"] == 1
+
+
+def test_a_device_slower_than_its_calibration_is_waited_for_then_flagged_slowed(agent, tmp_path):
+    """Rounds run slower than the calibration are set aside for the wait; then the least slowed is
+    used, marked ``slowed``, and the trial line says so. A device at its speed is measured at once."""
+    from nas.progress import agent_figures
+
+    model = mlp_model(tmp_path / "m.onnx", width=64, depth=1)
+    wait = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.05, max_rounds=1, max_wait_seconds=0.5)
+    slowed = agent.measure(model, replace(wait, reference_ms=1e-9))["latency_ms"]  # no device is this fast
+    at_speed = agent.measure(model, replace(wait, reference_ms=1e9))["latency_ms"]
+    assert slowed["slowed"] and slowed["rounds"] >= 4 and slowed["timed_s"] >= 0.45, slowed
+    assert not at_speed["slowed"] and at_speed["rounds"] == 1, at_speed
+    assert agent.measure(model, replace(wait, max_wait_seconds=0.0))["latency_ms"]["slowed"] is False, "uncalibrated"
+
+    figure = form_measurement({"latency_ms": slowed, "memory_kb": {"model_peak_kb": 1, "after_runs": {"peak_kb": 2}}},
+                              reference_ms=1e-9)
+    assert figure.slowed and "slowed" in agent_figures("local", AgentMeasurement(forms={"fft": figure}, winner="fft"))
 
 
 def test_the_same_model_as_two_forms_is_a_tie(agent, tmp_path):

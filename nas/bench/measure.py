@@ -4,9 +4,13 @@ Three tables, each with a target:
 
 * run to run: five architectures of the demo space, each measured ``--repeats`` times in fresh
   runner processes as a study measures them; the spread (max - min) / median of the latencies the
-  study records, at the device's calibrated speed (``nas.reference``; target <= 10 %), next to the
-  spread of the medians as timed and of the runner's reference workload timed alongside (what the
-  device's own speed did meanwhile);
+  study records, at the device's calibrated speed (``nas.reference``), next to the spread of the
+  medians as timed and of the runner's reference workload timed alongside (what the device's own
+  speed did meanwhile). The target (<= 10 %, meant for an idle device) is on measurements made at
+  the device's calibrated speed: one the runner marked ``slowed`` (the device stayed slower for the
+  whole wait) is measured again, as its user would, up to three times the repeats in all; the
+  slowed ones are counted, and the spread over all of them shown, and an architecture with fewer
+  than three at speed misses the target: the run could not show it;
 * the form choice: one Toeplitz-like candidate's forms measured and chosen ``--choices`` times
   (paired, interleaved, with the space's tie margin); how often the most frequent choice came out
   (target >= 90 %);
@@ -20,10 +24,12 @@ spread is what the busy device gives, which is the point of measuring it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +38,8 @@ from rich.table import Table
 SPREAD_TARGET = 0.10
 AGREEMENT_TARGET = 0.9
 MEMORY_TARGET = 0.8
+MIN_AT_SPEED = 3  # measurements at the calibrated speed an architecture's spread needs
+ATTEMPTS = 3  # measurements per architecture, at most, per one wanted at speed
 # (name, hidden layers as (kind, width, rank)); the demo's input and classes (64 -> 10) around them
 ARCHITECTURES = [
     ("D", [("dense", 128, None)]),
@@ -56,6 +64,19 @@ def _export(spec, path: Path) -> Path:  # noqa: ANN001 - ArchSpec
     return export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features, path)
 
 
+def _measure_at_speed(agent, path: Path, settings, repeats: int) -> tuple[list, list]:  # noqa: ANN001
+    """``repeats`` measurements the runner made at the device's calibrated speed, as a user would
+    measure again a model measured while the device was slowed; at most ``ATTEMPTS`` x ``repeats``
+    in all. Every runner result and its figures, slowed ones included."""
+    from nas.measure import form_measurement
+
+    results, figures = [], []
+    while sum(not figure.slowed for figure in figures) < repeats and len(results) < ATTEMPTS * repeats:
+        results.append(agent.measure(path, settings))
+        figures.append(form_measurement(results[-1], settings.reference_ms))
+    return results, figures
+
+
 def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
@@ -68,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from device_agents.local import LocalAgent
-    from nas.measure import MeasurementCache, form_measurement, measure_forms, model_facts
+    from nas.measure import MeasurementCache, measure_forms, model_facts
     from nas.reference import calibrated
     from nas.space import load_space
 
@@ -85,33 +106,40 @@ def main(argv: list[str] | None = None) -> int:
 
         with console.status("calibrating the device's reference speed ..."):
             reference_ms = calibrated(agent, settings)
-        table = Table("layers", "median ms", "min-max of the medians", "spread", "spread as timed",
-                      "reference spread", "calls/sample", "unstable", "model peak MiB", "weights MiB",
-                      "process peak MiB", title=f"run to run: {args.repeats} fresh measurements per architecture "
+        table = Table("layers", "median ms at speed", "min-max at speed", "spread at speed", "slowed",
+                      "spread, all", "spread as timed", "reference spread", "calls/sample", "unstable",
+                      "model peak MiB", "weights MiB", "process peak MiB",
+                      title=f"run to run: {args.repeats} fresh measurements at speed per architecture "
                       f"(local agent, calibrated reference {reference_ms:.4f} ms)")
         worst = 0.0
         memory_rows = []
+        at_reference = replace(settings, reference_ms=reference_ms)
         with console.status("measuring architectures ..."):
             for name, path in models.items():
-                results = [agent.measure(path, settings) for _ in range(args.repeats)]
-                medians = [form_measurement(r, reference_ms).median_ms for r in results]
+                results, figures = _measure_at_speed(agent, path, at_reference, args.repeats)
+                medians = [figure.median_ms for figure in figures]
+                at_speed = [figure.median_ms for figure in figures if not figure.slowed]
                 timed = [r["latency_ms"]["median"] for r in results]
                 references = [r["latency_ms"]["reference"]["median"] for r in results]
-                spread = _spread(medians)
+                spread = _spread(at_speed) if len(at_speed) >= MIN_AT_SPEED else math.inf
                 worst = max(worst, spread)
                 peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
                 process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
                 weights = model_facts(path)[0] / 2**20
-                table.add_row(name, f"{statistics.median(medians):.4f}", f"{min(medians):.4f}-{max(medians):.4f}",
-                              f"{spread:.1%}", f"{_spread(timed):.1%}", f"{_spread(references):.1%}",
+                shown = at_speed or medians
+                table.add_row(name, f"{statistics.median(shown):.4f}", f"{min(shown):.4f}-{max(shown):.4f}",
+                              f"{spread:.1%}" if math.isfinite(spread) else f"{len(at_speed)} at speed: too few",
+                              f"{len(results) - len(at_speed)} of {len(results)}", f"{_spread(medians):.1%}",
+                              f"{_spread(timed):.1%}", f"{_spread(references):.1%}",
                               str(results[0]["latency_ms"]["number"]),
-                              f"{sum(r['latency_ms']['unstable'] for r in results)}/{args.repeats}",
+                              f"{sum(r['latency_ms']['unstable'] for r in results)}/{len(results)}",
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")
                 memory_rows.append((name, peak, weights))
         console.print(table)
-        console.print(f"largest run-to-run spread {worst:.1%} (target <= {SPREAD_TARGET:.0%})")
+        console.print(f"largest run-to-run spread at the calibrated speed {worst:.1%} (target <= {SPREAD_TARGET:.0%}; "
+                      f"an architecture with fewer than {MIN_AT_SPEED} measurements at speed counts as missed)")
         if worst > SPREAD_TARGET:
-            missed.append(f"run-to-run spread {worst:.1%} > {SPREAD_TARGET:.0%}")
+            missed.append(f"run-to-run spread at speed {worst:.1%} > {SPREAD_TARGET:.0%}")
 
         spec = _spec(ARCHITECTURES[2][1])
         files = {form: _export(spec.with_form(form), folder / f"choice-{form}.onnx") for form in ("fft", "dense")}
@@ -120,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         ratios = []
         with console.status("choosing forms ..."):
             for _ in range(args.choices):
-                measured = measure_forms(MeasurementCache(), agent, files, settings, measure.tie_margin, sizes)
+                measured = measure_forms(MeasurementCache(), agent, files, settings, measure.tie_margin, sizes,
+                                         reference_ms=reference_ms)
                 winners[measured.winner] += 1
                 ratio = measured.paired.ratios[0]
                 ratios.append(f"{ratio.ratio:.2f} [{ratio.ci_low:.2f}, {ratio.ci_high:.2f}]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -311,7 +312,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
             table.add_column(column, justify="right")
         for index in range(repeat):
             started = time.monotonic()
-            result = device.measure(model, CALIBRATION_SETTINGS)
+            result = device.measure(model, replace(CALIBRATION_SETTINGS, reference_ms=reference_ms))
             results.append(result)
             figures.append(form_measurement(result, reference_ms))
             latency, memory = result["latency_ms"], result["memory_kb"]
@@ -322,7 +323,8 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                 f"{figures[-1].device_speed:.2f}" if figures[-1].device_speed else "-",
                 f"{latency['ci_low']:.4f}-{latency['ci_high']:.4f}",
                 f"{latency['p90']:.4f}",
-                f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else ""),
+                f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else "")
+                + (" [yellow]slowed[/yellow]" if figures[-1].slowed else ""),
                 str(latency["number"]),
                 f"{memory['model_peak_kb'] / 1024:.1f}",
                 f"{memory['after_runs']['peak_kb'] / 1024:.1f}",
@@ -343,10 +345,11 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     middle = statistics.median(medians)
     spread = (max(medians) - min(medians)) / middle if middle else 0.0
     unstable = sum(1 for r in results if r["latency_ms"]["unstable"])
-    noisy = spread > 0.10 or unstable
+    slowed = sum(1 for figure in figures if figure.slowed)
+    noisy = spread > 0.10 or unstable or slowed
     verdict = "[green]stable[/green]" if not noisy else "[yellow]noisy[/yellow]"
     console.print(f"median of medians {middle:.4f} ms, spread (max-min)/median {spread:.1%}, "
-                  f"{unstable} of {repeat} measurements unstable: {verdict}")
+                  f"{unstable} of {repeat} measurements unstable, {slowed} slowed: {verdict}")
     at_speed = [figure.median_ms for figure in figures]
     console.print(f"at the calibrated speed (reference workload {reference_ms:.4f} ms"
                   f"{', calibrated now' if calibrate else ''}): median {statistics.median(at_speed):.4f} ms, "
@@ -391,6 +394,9 @@ def _steadying_advice(fingerprint: dict[str, Any], record: dict[str, Any] | None
                 "pin the runner to a quiet core ([measure] pin_cpu)")
     tips.append("measure longer: [measure] min_seconds, max_rounds; the study marks measurements that stay "
                 "too spread as 'unstable' and the report flags them")
+    tips.append("a device that stays slower than its calibration ('slowed': throttled, or a VM whose host is busy) "
+                "is waited for up to [measure] max_wait_seconds; if it was calibrated while slowed, run "
+                "'nas agent check NAME --calibrate' on an idle device")
     return "To steady it:\n" + "\n".join(f"  - {tip}" for tip in tips)
 
 
@@ -402,6 +408,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "iqr_ms": latency["iqr"],
         "session_ms": result.get("session_ms"),
         "unstable": result["latency_ms"]["unstable"],
+        "slowed": result["latency_ms"].get("slowed", False),
         "model_peak_kb": result["memory_kb"]["model_peak_kb"],
         "process_peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
         "at": result.get("ended_at"),
