@@ -374,45 +374,29 @@ class SSHAgent(Agent):
         transport = client.get_transport() if client else None
         if transport is None or not transport.is_active():
             raise _ConnectionLost("the connection closed")
-        command = shlex.join(argv)
         out, err = bytearray(), bytearray()
+
+        def take(chunk: bytes) -> bool:
+            out.extend(chunk)
+            deadline.seen(out)
+            return False  # whole when the command ends
+
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
-            channel.exec_command(command)
+            channel.exec_command(shlex.join(argv))
             channel.shutdown_write()
-            while True:
-                busy = False
-                while channel.recv_ready():
-                    out += channel.recv(1 << 16)
-                    deadline.seen(out)
-                    busy = True
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(1 << 16)
-                    busy = True
-                if channel.closed or (channel.exit_status_ready() and channel.eof_received):
-                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
-                        break
-                    continue
-                if not transport.is_active():
-                    raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
-                if deadline.remaining() <= 0:
-                    channel.close()
-                    raise RunnerTimeout(
-                        f"agent {self.name}: '{shlex.join(argv)[:80]}' {deadline.describe()} on the device"
-                    )
-                if not busy:
-                    channel.status_event.wait(0.005)
+            try:
+                _read_channel(channel, transport, self.address, deadline, take, err, poll=0.005)
+            except RunnerTimeout:
+                channel.close()
+                raise RunnerTimeout(
+                    f"agent {self.name}: '{shlex.join(argv)[:80]}' {deadline.describe()} on the device") from None
             status = channel.exit_status if channel.exit_status_ready() else -1
             channel.close()
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise _ConnectionLost(f"the connection to {self.address} failed: {_describe(exc)}") from None
-        if status == -1:
-            # Closed without an exit status: the connection died, or the process was killed.
-            grace = time.monotonic() + 2.0
-            while transport.is_active() and time.monotonic() < grace:
-                time.sleep(0.05)
-            if not transport.is_active():
-                raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
+        if status == -1:  # closed without an exit status: the connection died, or the process was killed
+            _lost_or_killed(transport, self.address)
         return status, out.decode(errors="replace"), err.decode(errors="replace")
 
     def _sftp_call(self, what: str, function: Callable[..., Any], *args: Any) -> Any:
@@ -719,49 +703,58 @@ class _RemoteServer:
         try:
             with contextlib.suppress(OSError):  # a server that already ended: its status says why
                 channel.sendall(json.dumps(argv).encode() + b"\n")
-            while True:
-                busy = False
-                while channel.recv_ready():
-                    if output.feed(channel.recv(1 << 16)):
-                        status = self._lost_or_killed() if output.status < 0 else output.status
-                        return status, output.text(), err.decode(errors="replace")
-                    busy = True
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(1 << 16)
-                    busy = True
-                if channel.closed or (channel.exit_status_ready() and channel.eof_received):
-                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
-                        return self._ended(), output.text(), err.decode(errors="replace")
-                    continue
-                if not self.transport.is_active():
-                    raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
-                if deadline.remaining() <= 0:
-                    raise RunnerTimeout(deadline.describe())
-                if not busy:
-                    channel.status_event.wait(0.002)
+            answered = _read_channel(channel, self.transport, self.address, deadline, output.feed, err, poll=0.002)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise _ConnectionLost(f"the connection to {self.address} failed: {_describe(exc)}") from None
-
-    def _ended(self) -> int:
-        """The server's exit status; -1 when it has none: killed, or the connection died (then that)."""
-        status = self.channel.exit_status if self.channel.exit_status_ready() else -1
-        return status if status != -1 else self._lost_or_killed()
-
-    def _lost_or_killed(self) -> int:
-        """-1 for a runner killed on the device, unless the connection dies too (a crashing sshd kills
-        its sessions first): then that, which is retried."""
-        grace = time.monotonic() + 2.0
-        while self.transport.is_active() and time.monotonic() < grace:
-            time.sleep(0.05)
-        if not self.transport.is_active():
-            raise _ConnectionLost(f"the connection to {self.address} dropped during a command")
-        return -1
+        if answered:
+            status = output.status if output.status >= 0 else _lost_or_killed(self.transport, self.address)
+        else:  # the server ended first: its exit status, -1 when it has none (killed, or the connection died)
+            status = channel.exit_status if channel.exit_status_ready() else -1
+            status = status if status != -1 else _lost_or_killed(self.transport, self.address)
+        return status, output.text(), err.decode(errors="replace")
 
     def close(self) -> None:
         """Close its stdin and channel: the server kills any child still measuring and exits."""
         with contextlib.suppress(Exception):  # closing on a dead connection may raise anything
             self.channel.shutdown_write()
             self.channel.close()
+
+
+def _read_channel(channel: paramiko.Channel, transport: paramiko.Transport, address: str, deadline: RunnerDeadline,
+                  take: Callable[[bytes], bool], err: bytearray, poll: float) -> bool:
+    """Read a command's output into ``take`` (which says when it holds a whole answer) and its stderr
+    into ``err``: True once ``take`` does, False when the channel ended first. A dropped connection
+    is a _ConnectionLost; past the deadline, a RunnerTimeout (the remote process is left to the caller)."""
+    while True:
+        busy = False
+        while channel.recv_ready():
+            if take(channel.recv(1 << 16)):
+                return True
+            busy = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 16)
+            busy = True
+        if channel.closed or (channel.exit_status_ready() and channel.eof_received):
+            if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                return False
+            continue
+        if not transport.is_active():
+            raise _ConnectionLost(f"the connection to {address} dropped during a command")
+        if deadline.remaining() <= 0:
+            raise RunnerTimeout(deadline.describe())
+        if not busy:
+            channel.status_event.wait(poll)
+
+
+def _lost_or_killed(transport: paramiko.Transport, address: str) -> int:
+    """-1 for a command killed on the device, unless the connection dies too (a crashing sshd kills
+    its sessions first): then that, which is retried."""
+    grace = time.monotonic() + 2.0
+    while transport.is_active() and time.monotonic() < grace:
+        time.sleep(0.05)
+    if not transport.is_active():
+        raise _ConnectionLost(f"the connection to {address} dropped during a command")
+    return -1
 
 
 def require_runtime(agent: SSHAgent, probe: dict[str, Any]) -> None:

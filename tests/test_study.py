@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,7 @@ from nas.measure import MeasurementCache
 from nas.model import build_model, deployed, spec_seed
 from nas.pareto import dominates
 from nas.records import TrialRecord, records
+from nas.reference import REFERENCE_ATTR
 from nas.space import space_from_dict
 from nas.storage import load_study, study_config
 from nas.study import run_study, start_study
@@ -121,8 +123,11 @@ def test_measurement_cache_is_rebuilt_from_storage(workdir):
     model = build_model(spec.with_form("fft"), seed=spec_seed(spec.with_form("fft")))
     path = export_onnx(deployed(model, spec), spec.in_features, workdir / "again.onnx")
 
-    cache = MeasurementCache(load_study("rebuilt"))
-    settings = space_from_dict(study_config(load_study("rebuilt"))["space"]).measure.settings()
+    study = load_study("rebuilt")
+    cache = MeasurementCache(study)
+    settings = space_from_dict(study_config(study)["space"]).measure.settings()
+    # a form measured alone waits for the device at the agent's calibrated speed, which the study keeps
+    settings = replace(settings, reference_ms=study.user_attrs[REFERENCE_ATTR]["local"])
     result = cache.measure(LocalAgent(), path, settings)
     stored = trial.chosen("local").runner
     assert result["cached"] and result["pid"] == stored["pid"]
