@@ -57,3 +57,22 @@ def test_the_accuracy_benchmark_runs_end_to_end(tmp_path):
     table = (tmp_path / "accuracy.md").read_text()
     assert all(f"| {layer} |" in table for layer in ("D", "L4", "T1")), table
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_measure_benchmark_measures_a_slowed_run_again(tmp_path, monkeypatch):
+    """Slowed runs are measured again up to three times the repeats, and all of them are returned."""
+    from dataclasses import replace
+
+    from device_agents.base import MeasureSettings
+    from device_agents.local import LocalAgent
+    from device_agents.probe_models import mlp_model
+    from nas.bench.measure import ATTEMPTS, _measure_at_speed
+
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))
+    model = mlp_model(tmp_path / "m.onnx", width=32, depth=1)
+    quick = MeasureSettings(warmup=1, min_runs=5, min_seconds=0.02, max_rounds=1, max_wait_seconds=0.05)
+    agent = LocalAgent()
+    results, figures = _measure_at_speed(agent, model, replace(quick, reference_ms=1e-9), repeats=2)
+    assert len(results) == ATTEMPTS * 2 and all(figure.slowed for figure in figures)
+    results, figures = _measure_at_speed(agent, model, replace(quick, reference_ms=1e9), repeats=2)
+    assert len(results) == 2 and not any(figure.slowed for figure in figures)

@@ -262,3 +262,6 @@ def test_agent_check_counts_unstable_measurements_and_says_what_to_do(nas_env):
     assert "governor is 'powersave'" in advice and "cpu-thermal 81 C" in advice
     assert "2 threads on 2 cores" in advice and "idle" in advice
     assert "governor" not in _steadying_advice({"governor": "performance", "cores": 4, "threads": 1}, None)
+    assert "[measure] max_wait_seconds" in advice and "slowed" in advice
+    if "To steady it" in check.output:  # printed for a noisy device: the space file's sections survive rich
+        assert "[measure] pin_cpu" in check.output

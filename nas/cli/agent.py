@@ -355,7 +355,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                   f"{', calibrated now' if calibrate else ''}): median {statistics.median(at_speed):.4f} ms, "
                   f"spread {(max(at_speed) - min(at_speed)) / statistics.median(at_speed):.1%}")
     if noisy:
-        console.print(_steadying_advice(fingerprint, record))
+        console.print(rich.markup.escape(_steadying_advice(fingerprint, record)))  # "[measure]" is no markup
 
 
 @agent.command("remove")
