@@ -460,11 +460,11 @@ def _sample_rounds(np, take, count, args, spread=None, slowdown=None):
         timed += seconds
         slow = slowdown(samples)
         slowed = slow > 1.0 + args.speed_tolerance
-        if slowed and (aside is None or slow < aside[0]):
-            aside = (slow, samples)
-        if slowed and time.perf_counter() < waited:
-            continue
         if slowed:
+            if aside is None or slow < aside[0]:
+                aside = (slow, samples)
+            if time.perf_counter() < waited:
+                continue
             samples = aside[1]
         kept += 1
         unstable = spread(samples) > args.max_spread

@@ -135,7 +135,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "accuracy": data.accuracy,
         "test_accuracy": data.test_accuracy,
     }
-    unstable, slowed = [], []
+    flagged: dict[str, list[str]] = {"unstable": [], "slowed": []}  # flag -> the agents whose measurement has it
     for name in agents:
         chosen = record.chosen(name)
         row[f"latency_ms@{name}"] = chosen.median_ms if chosen else None
@@ -147,13 +147,11 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         row[f"model_peak_mib@{name}"] = chosen.model_peak_mib if chosen else None
         row[f"process_peak_mib@{name}"] = chosen.process_peak_mib if chosen else None
         row[f"form@{name}"] = record.winner(name)
-        if chosen and chosen.unstable:
-            unstable.append(name)
-        if chosen and chosen.slowed:
-            slowed.append(name)
+        for flag, names in flagged.items():
+            if chosen and getattr(chosen, flag):
+                names.append(name)
+    row.update({flag: ", ".join(names) or None for flag, names in flagged.items()})
     row.update({
-        "unstable": ", ".join(unstable) or None,
-        "slowed": ", ".join(slowed) or None,
         "infeasible": "; ".join(data.infeasible) or None,
         "fail_reason": data.fail_reason,
         "repeat_of": data.repeat_of,

@@ -136,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")
                 memory_rows.append((name, peak, weights))
         console.print(table)
-        console.print(f"largest run-to-run spread at the calibrated speed {worst:.1%} (target <= {SPREAD_TARGET:.0%}; "
+        console.print(f"largest run-to-run spread at the calibrated speed "
+                      f"{f'{worst:.1%}' if math.isfinite(worst) else 'unknown'} (target <= {SPREAD_TARGET:.0%}; "
                       f"an architecture with fewer than {MIN_AT_SPEED} measurements at speed counts as missed)")
         if worst > SPREAD_TARGET:
-            missed.append(f"run-to-run spread at speed {worst:.1%} > {SPREAD_TARGET:.0%}")
+            missed.append(f"run-to-run spread at speed {worst:.1%} > {SPREAD_TARGET:.0%}" if math.isfinite(worst)
+                          else f"fewer than {MIN_AT_SPEED} measurements at speed for an architecture")
 
         spec = _spec(ARCHITECTURES[2][1])
         files = {form: _export(spec.with_form(form), folder / f"choice-{form}.onnx") for form in ("fft", "dense")}

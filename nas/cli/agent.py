@@ -323,7 +323,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                 f"{figures[-1].device_speed:.2f}" if figures[-1].device_speed else "-",
                 f"{latency['ci_low']:.4f}-{latency['ci_high']:.4f}",
                 f"{latency['p90']:.4f}",
-                f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if latency["unstable"] else "")
+                f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if figures[-1].unstable else "")
                 + (" [yellow]slowed[/yellow]" if figures[-1].slowed else ""),
                 str(latency["number"]),
                 f"{memory['model_peak_kb'] / 1024:.1f}",
@@ -344,7 +344,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     medians = [r["latency_ms"]["median"] for r in results]
     middle = statistics.median(medians)
     spread = (max(medians) - min(medians)) / middle if middle else 0.0
-    unstable = sum(1 for r in results if r["latency_ms"]["unstable"])
+    unstable = sum(1 for figure in figures if figure.unstable)
     slowed = sum(1 for figure in figures if figure.slowed)
     noisy = spread > 0.10 or unstable or slowed
     verdict = "[green]stable[/green]" if not noisy else "[yellow]noisy[/yellow]"
