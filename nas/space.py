@@ -54,7 +54,9 @@ class SpaceError(UserError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """TOML reads ``inf`` and ``nan`` as floats; no setting here means anything by them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):

@@ -8,18 +8,20 @@ report and pick find it from any storage.
 
 from __future__ import annotations
 
-import shutil
-import time
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import NullPool
 
 from nas.errors import UserError
 from nas.names import check_study_name
+from nas.storage_lock import creation_lock, remove_made
 from nas.storage_url import check_storage_url, engine_kwargs, shown, sqlite_path, storage_errors
 
 STUDIES_DIR = Path("studies")
@@ -34,43 +36,68 @@ def default_storage(name: str) -> str:
     return f"sqlite:///{study_dir(name) / 'study.db'}"
 
 
-def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> optuna.storages.BaseStorage:
-    """An RDB storage for the URL (default: the study's SQLite file), with heartbeats if asked.
+@contextlib.contextmanager
+def creating_storage(name: str, storage: str | None) -> Iterator[optuna.storages.RDBStorage]:
+    """The storage, its schema created if it has none, under its creation lock (``nas.storage_lock``)
+    until the block ends: what creates a study does it in the block, so that two processes never
+    create one schema or one study at once. A new SQLite database whose block fails is removed
+    again, with the folders made for it, and nothing of another creator's."""
+    url = storage_url(name, storage)
+    parsed = check_storage_url(url)
+    database = sqlite_path(parsed)
+    with creation_lock(parsed, exclusive=True) as made:
+        new = database is not None and not database.exists()
+        try:
+            with storage_errors(url):
+                opened = _rdb_storage(url, parsed, heartbeat=True, create=True)
+            yield opened
+        except BaseException:
+            if new:
+                remove_made(database, made)
+            raise
+
+
+def open_storage(name: str, storage: str | None, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+    """An existing storage (default: the study's SQLite file), opened without creating anything, with
+    heartbeats if asked. A storage that does not exist yet, or holds no Optuna schema, is a one-line
+    error: only ``nas study start`` creates one.
 
     Heartbeats let a later ``resume`` (or another worker) fail and re-queue the trial of a worker
     that was killed, instead of leaving it RUNNING forever.
     """
     url = storage_url(name, storage)
     parsed = check_storage_url(url)
-    options: dict[str, Any] = {"heartbeat_interval": 5, "grace_period": 20} if heartbeat else {}
-    if heartbeat:
-        options["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     database = sqlite_path(parsed)
-    created = None if database is None else _missing_folder(database.parent)
-    try:
-        if created is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
+    with creation_lock(parsed, exclusive=False):
+        if database is not None and not database.exists():
+            raise UserError(f"no study {name!r}: {database} does not exist (start it with "
+                            f"'nas study start {name} --space FILE')")
         with storage_errors(url):
-            storage = _rdb_storage(url, engine_kwargs(parsed), options)
-            if database is not None:
-                _write_ahead_log(storage.engine)
-            return storage
-    except BaseException:
-        if created is not None:  # a storage that failed to open leaves nothing behind
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+            if not _has_schema(parsed):
+                raise UserError(f"no study {name!r}: storage {shown(url)} holds no Optuna studies yet (start it "
+                                f"with 'nas study start {name} --space FILE --storage URL')")
+            return _rdb_storage(url, parsed, heartbeat, create=False)
 
 
-def _rdb_storage(url: str, kwargs: dict[str, Any], options: dict[str, Any]) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage. Opening a new database creates its schema, check then insert: a second
-    process opening it at that moment (``nas study status`` while ``start`` creates it) can hit the
-    version row the first one just inserted. The schema then exists, so opening again works."""
-    for _ in range(2):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
-        except sa_exc.IntegrityError:
-            time.sleep(0.2)
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **options)
+def _rdb_storage(url: str, parsed: URL, heartbeat: bool, create: bool) -> optuna.storages.RDBStorage:
+    options: dict[str, Any] = {}
+    if heartbeat:
+        options = {"heartbeat_interval": 5, "grace_period": 20,
+                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(parsed), skip_table_creation=not create,
+                                         **options)
+    if sqlite_path(parsed) is not None:
+        _write_ahead_log(storage.engine)
+    return storage
+
+
+def _has_schema(url: URL) -> bool:
+    """Whether the database holds Optuna's tables (checked on a connection of its own)."""
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, **engine_kwargs(url))
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
 
 
 def _write_ahead_log(engine: Engine) -> None:
@@ -93,26 +120,13 @@ def storage_url(name: str, storage: str | None) -> str:
     return default_storage(name) if storage is None else storage
 
 
-def _missing_folder(folder: Path) -> Path | None:
-    """The outermost folder of ``folder`` that does not exist yet (None if it exists)."""
-    missing = None
-    while not folder.exists():
-        missing, folder = folder, folder.parent
-    return missing
-
-
 def load_study(name: str, storage: str | None = None, heartbeat: bool = False) -> optuna.Study:
     """An existing study, or a one-line error naming the storage that was searched."""
     check_study_name(name)
-    url = storage_url(name, storage)
-    database = sqlite_path(check_storage_url(url))
-    if database is not None and not database.exists():
-        raise UserError(f"no study {name!r}: {database} does not exist (start it with "
-                        f"'nas study start {name} --space FILE')")
     try:
         return optuna.load_study(study_name=name, storage=open_storage(name, storage, heartbeat))
     except KeyError as exc:
-        raise UserError(f"no study {name!r} in {shown(url)}") from exc
+        raise UserError(f"no study {name!r} in {shown(storage_url(name, storage))}") from exc
 
 
 def study_config(study: optuna.Study) -> dict[str, Any]:

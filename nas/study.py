@@ -14,6 +14,7 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import socket
 import tempfile
@@ -41,7 +42,7 @@ from nas.reference import study_references
 from nas.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, load_study, open_storage, storage_url, study_config, study_dir
+from nas.storage import CONFIG_ATTR, creating_storage, load_study, storage_url, study_config, study_dir
 from nas.storage_url import check_storage_url
 from nas.train import TrainingDiverged, train, warm_up
 
@@ -296,16 +297,22 @@ def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: 
     artifacts = normalise_url(artifacts or str(study_dir(name) / "artifacts"))
     check_store(artifacts)
     config = make_config(space, str(space_path), agents, n_trials, sampler, seed, artifacts)
-    study = optuna.create_study(
-        study_name=name, storage=open_storage(name, storage, heartbeat=True),
-        directions=[o["direction"] for o in config["objectives"]], load_if_exists=True,
-    )
-    if CONFIG_ATTR in study.user_attrs and not load_if_exists:
-        raise UserError(f"study {name!r} already exists; continue it with 'nas study resume {name}'")
-    if CONFIG_ATTR not in study.user_attrs:
-        open_store(artifacts, create=True)
-        study.set_metric_names([o["label"] for o in config["objectives"]])
-        study.set_user_attr(CONFIG_ATTR, config)
+    with creating_storage(name, storage) as opened:  # one creator at a time: the existence check holds
+        existed = name in optuna.get_all_study_names(opened)
+        study = optuna.create_study(study_name=name, storage=opened, load_if_exists=True,
+                                    directions=[o["direction"] for o in config["objectives"]])
+        if CONFIG_ATTR in study.user_attrs:
+            if not load_if_exists:
+                raise UserError(f"study {name!r} already exists; continue it with 'nas study resume {name}'")
+            return study
+        try:
+            open_store(artifacts, create=True)
+            study.set_metric_names([o["label"] for o in config["objectives"]])
+            study.set_user_attr(CONFIG_ATTR, config)
+        except BaseException:  # a study made here without its settings would block the name
+            if not existed:
+                optuna.delete_study(study_name=name, storage=opened)
+            raise
     return study
 
 
@@ -317,8 +324,8 @@ def run_study(name: str, storage: str | None = None, n_trials: int | None = None
     ``n_trials`` raises the target. Killed trials of earlier runs stay out of the count; the
     storage's heartbeat fails them and queues their parameters again once they are stale.
     """
-    if timeout is not None and timeout <= 0:
-        raise UserError(f"timeout {timeout:g} s: allowed: more than 0 seconds")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"timeout {timeout:g} s: allowed: a finite number of seconds above 0")
     study = load_study(name, storage, heartbeat=True)
     config = study_config(study)
     if n_trials is not None and n_trials != config["n_trials"]:

@@ -287,6 +287,14 @@ FILE_CASES = {
                           "accuracy is not measured on an agent"),
     "split setting on npz": (_edit('dataset = "digits"', 'dataset = "npz:d.npz"\nval_fraction = 0.3'),
                              "data.val_fraction: npz: datasets bring their own validation split"),
+    "infinite learning rate": (_edit("learning_rate = 0.01", "learning_rate = inf"),
+                               "field 'training.learning_rate': Input should be a finite number (got inf)"),
+    "nan learning rate": (_edit("learning_rate = 0.01", "learning_rate = nan"), "training.learning_rate"),
+    "infinite latency bound": (_edit("[measure]", "[constraints]\nmax_latency_ms = inf\n[measure]"),
+                               "field 'constraints.max_latency_ms': Input should be a finite number"),
+    "nan tie margin": (_edit("[measure]", "[measure]\ntie_margin = nan"), "field 'measure.tie_margin'"),
+    "negative infinite weight decay": (_edit("learning_rate = 0.01", "learning_rate = 0.01\nweight_decay = -inf"),
+                                       "training.weight_decay"),
 }
 
 
@@ -320,6 +328,15 @@ OPTION_CASES = [
     (["study", "resume", "o", "--timeout", "0"], "--timeout"),
     (["study", "resume", "o", "--trials", "-3"], "--trials"),
     (["study", "start", "o", "--space", "digits", "--storage", ""], "empty storage URL"),
+    *[(["study", "start", "o", "--space", "digits", "--timeout", value], "'--timeout': '"
+       f"{value}' is not a finite number") for value in ("nan", "inf", "-inf", "NaN")],
+    (["study", "resume", "o", "--timeout", "inf"], "'inf' is not a finite number"),
+    (["pick", "o", "--max-latency-ms", "nan"], "'--max-latency-ms': 'nan' is not a finite number"),
+    (["pick", "o", "--max-model-peak-mib", "inf"], "'inf' is not a finite number"),
+    (["agent", "add", "x", "--host", "h", "--timeout", "inf"], "'--timeout': 'inf' is not a finite number"),
+    (["agent", "set", "x", "--down-timeout", "nan"], "'nan' is not a finite number"),
+    (["data", "kws", "--val-fraction", "nan"], "'nan' is not a finite number"),
+    (["bench", "layers", "--min-time", "nan"], "'nan' is not a finite number"),
 ]
 
 

@@ -21,7 +21,7 @@ from nas.progress import trial_line
 from nas.records import RECORD_ATTR, TrialData
 from nas.report import FILES, build_report, count_lines, write_report
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, load_study, open_storage
+from nas.storage import CONFIG_ATTR, creating_storage, load_study
 from tests.conftest import MADE_FAILURE, MADE_STUDY, MADE_TRIALS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,8 +180,8 @@ def test_chromium_check_catches_a_broken_page(in_tmp):
 
 def test_report_of_a_study_with_nothing_complete(in_tmp):
     """Only failed and running trials: no set, but every file and the reasons."""
-    study = optuna.create_study(study_name="empty", storage=open_storage("empty", None),
-                                directions=["maximize", "minimize"])
+    with creating_storage("empty", None) as storage:
+        study = optuna.create_study(study_name="empty", storage=storage, directions=["maximize", "minimize"])
     objectives = [{"name": "accuracy", "direction": "maximize", "agent": None, "label": "accuracy"},
                   {"name": "latency_ms", "direction": "minimize", "agent": "local", "label": "latency_ms@local"}]
     study.set_user_attr(CONFIG_ATTR, {"agents": ["local"], "objectives": objectives, "n_trials": 4,
@@ -203,7 +203,8 @@ def test_report_of_a_study_with_nothing_complete(in_tmp):
 
 
 def test_a_record_of_another_schema_is_refused_not_misread(in_tmp):
-    study = optuna.create_study(study_name="future", storage=open_storage("future", None))
+    with creating_storage("future", None) as storage:
+        study = optuna.create_study(study_name="future", storage=storage)
     study.add_trial(create_trial(value=1.0, user_attrs={RECORD_ATTR: {"schema_version": 99}}))
     with pytest.raises(ValueError, match="trial record schema 99 is not supported"):
         TrialData.load(study.trials[0].user_attrs)

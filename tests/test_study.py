@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from device_agents.local import LocalAgent
 from nas.artifacts import study_artifacts
+from nas.errors import UserError
 from nas.export import export_onnx
 from nas.measure import MeasurementCache
 from nas.model import build_model, deployed, spec_seed
@@ -141,13 +142,12 @@ def test_sigkill_mid_run_then_resume_keeps_every_complete_trial(workdir):
     before = []
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.5)
-        if (workdir / "studies/killed/study.db").exists():
-            try:
-                before = complete(load_study("killed"))
-            except Exception:  # the database may be mid-creation
-                continue
-            if len(before) >= 2:
-                break
+        try:  # a reader waits while the start creates the storage, and never creates anything itself
+            before = complete(load_study("killed"))
+        except UserError:  # not there yet
+            continue
+        if len(before) >= 2:
+            break
     assert process.poll() is None, f"study ended before it could be killed: {process.stderr.read()}"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()

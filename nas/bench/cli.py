@@ -18,6 +18,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from nas.numbers import finite_float
+
 TARGET_RATIO = 0.25
 BASELINE = "import torch, onnx"
 COMMANDS = {
@@ -37,7 +39,7 @@ def _wall(argv: list[str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas bench cli", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per command")
-    parser.add_argument("--ratio", type=float, default=TARGET_RATIO, help="target: command / torch import")
+    parser.add_argument("--ratio", type=finite_float, default=TARGET_RATIO, help="target: command / torch import")
     args = parser.parse_args(argv)
     cli = [sys.executable, "-c", "from nas.cli import main; main()"]
     baseline: list[float] = []

@@ -31,6 +31,7 @@ from torch import nn
 
 from nas.export import export_onnx
 from nas.layers import FORMS, deploy, make_layer
+from nas.numbers import finite_float
 
 SIZES = (256, 512, 1024, 2048, 4096)
 RANKS = (1, 2, 4, 8)
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and onnxruntime")
     parser.add_argument("--min-reps", type=int, default=None, help="timed runs per measurement, at least")
-    parser.add_argument("--min-time", type=float, default=None, help="seconds per measurement, at least")
+    parser.add_argument("--min-time", type=finite_float, default=None, help="seconds per measurement, at least")
     parser.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (its target then fails)")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     args = parser.parse_args(argv)

@@ -18,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from nas.numbers import finite_float
+
 OVERHEAD_TARGET_S = 0.5
 CACHE_HIT_TARGET_S = 0.020
 
@@ -30,7 +32,7 @@ def _percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas bench ssh", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="measurements per model")
-    parser.add_argument("--min-seconds", type=float, default=0.2, help="runner's minimum timed duration")
+    parser.add_argument("--min-seconds", type=finite_float, default=0.2, help="runner's minimum timed duration")
     parser.add_argument("--arm64", action="store_true", help="also time the arm64 board's cached set-up")
     args = parser.parse_args(argv)
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from device_agents import registry
 from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
 from nas.errors import UserError
+from nas.numbers import FiniteFloatRange
 
 CALIBRATION_SETTINGS = MeasureSettings(warmup=3, min_runs=10, min_seconds=0.2, max_seconds=30.0)
 
@@ -32,15 +33,15 @@ def _warn(message: str) -> None:
 # Options ``add`` and ``set`` share, named after the record fields they set: (option, default).
 _TUNING = {
     "command_timeout": (click.option(
-        "--timeout", "command_timeout", type=click.FloatRange(min=1), default=None,
+        "--timeout", "command_timeout", type=FiniteFloatRange(min=1), default=None,
         help=f"Seconds a command may run on the device once it holds the device lock (for a measurement: on "
              f"top of its own time limit) before it is killed there [default: {DEFAULT_COMMAND_TIMEOUT:g}]."),
         DEFAULT_COMMAND_TIMEOUT),
     "down_timeout": (click.option(
-        "--down-timeout", type=click.FloatRange(min=1), default=None,
+        "--down-timeout", type=FiniteFloatRange(min=1), default=None,
         help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."), 300.0),
     "cache_mb": (click.option(
-        "--cache-mb", type=click.FloatRange(min=1), default=None,
+        "--cache-mb", type=FiniteFloatRange(min=1), default=None,
         help=f"Size cap of the device's model cache in MiB; the least recently used go first "
              f"[default: {DEFAULT_CACHE_MB:g}]."), DEFAULT_CACHE_MB),
 }

@@ -6,6 +6,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from nas.numbers import FiniteFloatRange
+
 
 @click.group()
 def data() -> None:
@@ -13,7 +15,7 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--val-fraction", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.15,
+@click.option("--val-fraction", type=FiniteFloatRange(0, 0.5, min_open=True, max_open=True), default=0.15,
               show_default=True, help="Share of the voices held out for validation, and the same for test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split by voice.")
 def kws(val_fraction: float, seed: int) -> None:

@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from nas.names import STUDY_NAME
+from nas.numbers import FiniteFloatRange
 
 
 @click.command()
 @click.argument("name", type=STUDY_NAME)
 @click.option("--trial", type=int, metavar="N", help="Bundle this trial.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="X",
+@click.option("--max-latency-ms", type=FiniteFloatRange(min=0, min_open=True), metavar="X",
               help="Pick the most accurate trial whose median latency on the agent is at most X ms.")
-@click.option("--max-model-peak-mib", type=click.FloatRange(min=0, min_open=True), metavar="Y",
+@click.option("--max-model-peak-mib", type=FiniteFloatRange(min=0, min_open=True), metavar="Y",
               help="Pick the most accurate trial whose own peak memory on the agent (not the measuring "
                    "process's) is at most Y MiB "
                    "(with --max-latency-ms: both).")

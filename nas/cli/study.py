@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from nas.names import STUDY_NAME
+from nas.numbers import FiniteFloatRange
 
 if TYPE_CHECKING:
     import optuna
@@ -30,7 +31,7 @@ SAMPLER_HELP = ("gp: Gaussian-process Bayesian optimisation (log expected hyperv
 
 storage_option = click.option("--storage", default=None,
                               help="Optuna storage URL [default: sqlite:///studies/NAME/study.db].")
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+timeout_option = click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), default=None,
                               help="Stop starting new trials after this many seconds.")
 
 
