@@ -38,7 +38,7 @@ def test_workers_on_separate_hosts_and_pick_from_a_third(tmp_path, monkeypatch, 
     monkeypatch.chdir(hosts["starter"])
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
     name = f"workers-{os.getpid()}"
-    # created once, before the workers start: table creation races otherwise
+    # created first, then resumed by the workers (starting them all with --load-if-exists works too)
     start_study(name, write_space(hosts["starter"]), ["local"], n_trials=6, storage=URL, sampler="random",
                 artifacts=s3_artifacts)
     workers = [subprocess.Popen([NAS, "study", "resume", name, "--storage", URL], cwd=hosts[host],
