@@ -22,7 +22,8 @@ RUNNER_SCHEMA = 3
 # from run to run and are recorded with each result but do not invalidate cached measurements.
 # The runner's own version, the kernel release and the CPU governor change results too.
 STABLE_FINGERPRINT_FIELDS = (
-    "machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu", "runner", "release", "governor",
+    "machine", "system", "cpu_model", "cores", "python", "onnxruntime", "qemu_cpu", "emulator", "runner", "release",
+    "governor",
 )
 LOCKED_MARK = b'{"event": "locked"}'  # the runner's line once it holds the device lock
 DEFAULT_COMMAND_TIMEOUT = 120.0

@@ -65,6 +65,9 @@ import time
 
 SCHEMA = 3
 LOCKED_EVENT = {"event": "locked"}
+# How the model's own memory is read (bump when it changes: cached measurements are keyed by it).
+# 2: on an emulated device, the bytes the model holds (see ``_model_memory``); the resident peak elsewhere.
+MEMORY_METHOD = 2
 
 
 def _read(path):
@@ -92,7 +95,67 @@ def _proc_status_kb():
     status = {"peak_kb": values["VmHWM"], "rss_kb": values["VmRSS"]}
     if "RssFile" in values:
         status["file_kb"] = values["RssFile"]
+    heap = _heap_kb()
+    if heap is not None:
+        status["heap_kb"] = heap
     return status
+
+
+@functools.lru_cache(maxsize=None)
+def _mallinfo2():
+    """glibc's ``mallinfo2`` (2.33+), or None (musl, Android, macOS, older glibc)."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError, ImportError):
+        return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    function.restype = MallInfo2
+    return function
+
+
+def _heap_kb():
+    """The bytes malloc has handed out and not had back (small blocks plus mmap'd ones), in KiB.
+
+    Counted by the C library inside the process, so an emulator's own memory is not in it; the
+    model's tensors, prepacked weights and arena are (onnxruntime allocates them with malloc).
+    """
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
+        return None
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) // 1024
+
+
+_ARCH_FAMILIES = (("x86", ("x86_64", "amd64", "i386", "i486", "i586", "i686")), ("arm", ("aarch64", "arm64", "arm")),
+                  ("riscv", ("riscv",)), ("ppc", ("ppc",)), ("s390", ("s390",)), ("mips", ("mips",)))
+
+
+def _family(machine):
+    for family, prefixes in _ARCH_FAMILIES:
+        if machine.lower().startswith(prefixes):
+            return family
+    return machine.lower()
+
+
+def _emulator():
+    """``"qemu-user"`` when this process runs under user-mode emulation, else None.
+
+    qemu-user answers ``uname`` for the guest (``aarch64``) but not ``/proc/sys/kernel/arch``, which
+    names the real kernel's architecture; older kernels lack that file, and then qemu's own binary
+    shows among the mappings in ``/proc/self/smaps`` (qemu fakes ``/proc/self/maps`` only).
+    """
+    kernel = _read("/proc/sys/kernel/arch")
+    if kernel:
+        return "qemu-user" if _family(kernel) != _family(platform.machine()) else None
+    smaps = _read("/proc/self/smaps") or ""
+    maps = _read("/proc/self/maps") or ""
+    return "qemu-user" if "/qemu-" in smaps and "/qemu-" not in maps else None
 
 
 ARM_PARTS = {  # /proc/cpuinfo "CPU part" of ARM Ltd (implementer 0x41) cores
@@ -184,6 +247,7 @@ def _fixed_fingerprint():
         "mem_total_kb": mem_total_kb,
         "python": platform.python_version(),
         "qemu_cpu": os.environ.get("QEMU_CPU"),
+        "emulator": _emulator(),
         "runner": runner_version(),
         "boot_id": _read("/proc/sys/kernel/random/boot_id"),
     }
@@ -361,14 +425,30 @@ def _reference(np, ort, threads, warmup):
     return session, feeds
 
 
-def _model_memory(before, after_runs, reset):
-    """What the model itself costs: the peak after the runs above the process before the session,
-    less the library code paged in meanwhile (``RssFile``: onnxruntime's kernels for the model's
-    ops are shared, read-only pages of its library, not the model's memory; a child forked from a
-    server pages in even code its parent had, since fork copies no page table of a file mapping)."""
+def _model_memory(before, after_session, after_runs, reset, emulated):
+    """What the model itself costs, in KiB (``model_peak_kb``) and how that was read (``method``).
+
+    ``peak`` (a device): the peak after the runs above the process before the session, less the
+    library code paged in meanwhile (``RssFile``: onnxruntime's kernels for the model's ops are
+    shared, read-only pages of its library, not the model's memory; a child forked from a server
+    pages in even code its parent had, since fork copies no page table of a file mapping).
+
+    ``held`` (under qemu-user): the growth of the bytes malloc holds, at the larger of after the
+    session and after the runs. There ``/proc/self/status`` is the emulator's process: its
+    translation cache and its own allocations grow and shrink by megabytes while the guest loads a
+    model (the resident peak read a 0.9 MiB model as 0). The heap is counted inside the guest, the
+    same as on a real board, but it is what the model holds, not the transient while loading that a
+    device's peak includes. Both figures are always reported (``resident_peak_kb``, ``held_kb``).
+    """
     base = before["rss_kb"] if reset else before["peak_kb"]
     code = max(after_runs.get("file_kb", 0) - before.get("file_kb", 0), 0)
-    return {"model_peak_kb": max(after_runs["peak_kb"] - base - code, 0), "peak_reset": reset,
+    resident = max(after_runs["peak_kb"] - base - code, 0)
+    held = None
+    if "heap_kb" in before:
+        held = max(max(after_session["heap_kb"], after_runs["heap_kb"]) - before["heap_kb"], 0)
+    method = "held" if emulated and held is not None else "peak"
+    return {"model_peak_kb": held if method == "held" else resident, "method": method,
+            "method_version": MEMORY_METHOD, "resident_peak_kb": resident, "held_kb": held, "peak_reset": reset,
             "code_kb": code}
 
 
@@ -593,7 +673,8 @@ def measure(args):
     after_runs = _proc_status_kb()
     memory = {"baseline": baseline, "before_session": before_session, "after_session": after_session,
               "after_runs": after_runs}
-    memory.update(_model_memory(before_session, after_runs, reset))
+    memory.update(_model_memory(before_session, after_session, after_runs, reset,
+                                _fixed_fingerprint()["emulator"] is not None))
     result = {"latency_ms": latency, "session_ms": session_ms, "memory_kb": memory}
     if args.profile:
         result["layers_ms"] = _layer_times(session.end_profiling())

@@ -24,6 +24,7 @@ import onnx
 import optuna
 
 from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
+from device_agents.runner import MEMORY_METHOD
 from nas.records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 from nas.spec import FORMS
 
@@ -33,8 +34,11 @@ KIB_PER_MIB = 1024.0
 
 
 def cache_key(model_sha256: str, agent: Agent, settings: MeasureSettings) -> str:
+    """Measurements are reused when the model, the device and the settings are the same, and the model's
+    memory is read the same way (studies resumed across a change of method measure again)."""
     settings = agent.settings_for(settings)
-    payload = json.dumps([model_sha256, fingerprint_key(agent.fingerprint()), settings.to_dict()], sort_keys=True)
+    payload = json.dumps([model_sha256, fingerprint_key(agent.fingerprint()), settings.to_dict(),
+                          f"memory-{MEMORY_METHOD}"], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -84,17 +88,24 @@ def model_facts(path: Path) -> tuple[int, set[str]]:
     return weights, {node.op_type for node in model.graph.node}
 
 
-def form_measurement(result: dict[str, Any], reference_ms: float | None = None) -> FormMeasurement:
+def form_measurement(result: dict[str, Any], reference_ms: float | None = None,
+                     weight_bytes: int | None = None) -> FormMeasurement:
     """The figures of one runner result (per call, MiB).
 
     With the agent's calibrated ``reference_ms`` (``nas.reference``) the latency is the paired ratio
     model / reference times it: the model's latency at the device's undisturbed speed. Without it,
     or from a runner without the reference, it is the median as timed.
+
+    ``weight_bytes`` (the model's initializers) is a floor: a session holds at least its weights, so
+    a device figure below them is wrong (a process that freed other memory meanwhile, an emulator's
+    own allocations); it is flagged ``implausible`` and the weights are used instead, so that such a
+    model neither looks free on the memory objective nor passes a memory limit it does not meet.
     """
     latency, memory = result["latency_ms"], result["memory_kb"]
     paired = latency.get("reference")
     median, low, high, p90, speed = latency["median"], latency["ci_low"], latency["ci_high"], latency["p90"], None
     spread = latency["spread"]
+    raw, floor = memory["model_peak_kb"] / KIB_PER_MIB, (weight_bytes or 0) / 2**20
     if reference_ms and paired:
         speed = reference_ms / paired["median"]
         median, low, high = (paired[key] * reference_ms for key in ("ratio", "ci_low", "ci_high"))
@@ -102,8 +113,9 @@ def form_measurement(result: dict[str, Any], reference_ms: float | None = None) 
     return FormMeasurement(
         median_ms=median, p90_ms=p90, ci_low_ms=low, ci_high_ms=high, timed_median_ms=latency["median"],
         device_speed=speed, spread=spread, unstable=latency["unstable"], slowed=latency.get("slowed", False),
-        calls_per_sample=latency["number"], model_peak_mib=memory["model_peak_kb"] / KIB_PER_MIB,
-        process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB, runner=result,
+        calls_per_sample=latency["number"], model_peak_mib=max(raw, floor), implausible=raw < floor,
+        memory_method=memory.get("method", "peak"), process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB,
+        runner=result,
     )
 
 
@@ -142,13 +154,15 @@ def _order(form: str) -> int:
 
 def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path], settings: MeasureSettings,
                   tie_margin: float, sizes: dict[str, int] | None = None,
-                  unavailable: dict[str, str] | None = None, reference_ms: float | None = None) -> AgentMeasurement:
+                  unavailable: dict[str, str] | None = None, reference_ms: float | None = None,
+                  weights: dict[str, int] | None = None) -> AgentMeasurement:
     """Every form of one candidate on ``agent`` and the one to deploy there.
 
     ``unavailable`` names forms known beforehand not to run there (with why); a form whose model
     the device cannot load or run is added to them. An agent where no form runs is a DeviceError.
     ``reference_ms``: the agent's calibration, see ``form_measurement``; the runner measures each
     form alone at (near) that speed when the device gets there within the wait, else marks it ``slowed``.
+    ``weights``: each form's initializer bytes, the floor of its memory (``form_measurement``).
     """
     unavailable = dict(unavailable or {})
     alone = replace(settings, reference_ms=reference_ms)
@@ -159,7 +173,7 @@ def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path],
             forms[form] = FormMeasurement(available=False, reason=unavailable[form])
             continue
         try:
-            forms[form] = form_measurement(cache.measure(agent, path, alone), reference_ms)
+            forms[form] = form_measurement(cache.measure(agent, path, alone), reference_ms, (weights or {}).get(form))
         except DeviceError as exc:
             if exc.kind not in UNAVAILABLE_KINDS:
                 raise

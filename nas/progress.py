@@ -45,6 +45,8 @@ def agent_figures(agent: str, measured: AgentMeasurement) -> str:
         text += f" [yellow]unstable[/] (spread {chosen.spread:.0%})"
     if chosen.slowed:
         text += f" [yellow]slowed[/] (device at {chosen.device_speed or 0:.2f}x its calibrated speed)"
+    if chosen.implausible:
+        text += " [yellow]implausible[/] (memory read below the weights, which are shown)"
     missing = [form for form, figures in measured.forms.items() if not figures.available]
     if missing:
         text += f" [dim]{', '.join(missing)} unavailable[/]"

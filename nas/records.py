@@ -45,7 +45,9 @@ class FormMeasurement(_Model):
     unstable: bool = False  # still above the spread limit after the last round
     slowed: bool = False  # the device ran slower than its calibration for the whole wait: corrected by the ratio only
     calls_per_sample: int | None = None
-    model_peak_mib: float | None = None  # the model's own peak: process peak after the runs minus before the session
+    model_peak_mib: float | None = None  # the model's own memory (not the process's), at least its weights
+    memory_method: str | None = None  # "peak": resident peak during load and runs; "held": bytes allocated (emulated)
+    implausible: bool = False  # the device's memory figure was below the model's weights, which are used instead
     process_peak_mib: float | None = None  # the whole runner process (Python, numpy, onnxruntime): context only
     runner: dict[str, Any] = {}  # the runner's result as it came (with ``cache_key`` and ``cached``)
 

@@ -37,6 +37,7 @@ from nas.storage import study_config, study_dir
 
 FILES = ("pareto.csv", "trials.csv", "pareto.json", "pareto.png", "report.html")
 STATUS_ORDER = ("pareto", "dominated", "infeasible", "failed", "running", "waiting", "pruned")
+FLAGS = ("unstable", "slowed", "implausible")  # what a measurement can be flagged with (FormMeasurement)
 CONSTRAINT_TEXT = {
     "max_latency_ms": ("latency", "ms"),
     "max_model_peak_mib": ("model peak memory", "MiB"),
@@ -135,7 +136,7 @@ def _row(trial: FrozenTrial, on_front: set[int], agents: list[str], focus: str) 
         "accuracy": data.accuracy,
         "test_accuracy": data.test_accuracy,
     }
-    flagged: dict[str, list[str]] = {"unstable": [], "slowed": []}  # flag -> the agents whose measurement has it
+    flagged: dict[str, list[str]] = {flag: [] for flag in FLAGS}  # flag -> the agents whose measurement has it
     for name in agents:
         chosen = record.chosen(name)
         row[f"latency_ms@{name}"] = chosen.median_ms if chosen else None
@@ -255,7 +256,7 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
         columns += [(f"median ms\n{name}", f"latency_ms@{name}", "ms"),
                     (f"p90 ms\n{name}", f"p90_ms@{name}", "ms"),
                     (f"model peak MiB\n{name}", f"model_peak_mib@{name}", "mb")]
-    for flag in ("unstable", "slowed"):
+    for flag in FLAGS:
         if any(row.get(flag) for row in report.pareto):
             columns.append((f"{flag} on", flag, "str"))
     return columns
@@ -304,6 +305,10 @@ def count_lines(report: Report) -> list[str]:
         lines.append(f"{len(slowed)} on the Pareto set measured while the device stayed slower than its calibration "
                      f"(trials {', '.join(map(str, slowed))}); their latency is corrected by the reference ratio "
                      "only: see 'nas agent check'.")
+    implausible = [row["trial"] for row in report.pareto if row.get("implausible")]
+    if implausible:
+        lines.append(f"{len(implausible)} on the Pareto set read a model memory below their own weights (trials "
+                     f"{', '.join(map(str, implausible))}); their weights are shown instead: see 'nas agent check'.")
     unfinished = [f"{c[s]} {s}" for s in ("running", "waiting", "pruned") if c[s]]
     if unfinished:
         lines.append("Not finished: " + ", ".join(unfinished) + ".")
@@ -779,7 +784,9 @@ measured interleaved; within the tie margin the smaller file). Latency: per call
 timed samples; model peak: the peak resident set (VmHWM) after the runs above the process before the model
 was loaded, i.e. the model's own memory, not the measuring process's. "unstable": still too spread after the
 runner's last round; "slowed": the device ran slower than its calibration for the whole wait, so the latency
-is corrected by the ratio to the reference workload only.</p>
+is corrected by the ratio to the reference workload only; "implausible": the device read the model's memory
+below its own weights, which are shown instead. On an emulated board (qemu-user) the model's memory is the
+bytes its session holds (counted inside the emulated process), not the peak while loading.</p>
 <details><summary>All {len(report.trials)} trials</summary>
 {_table_html(all_rows, all_columns, "all")}</details>
 <h2>Devices</h2>

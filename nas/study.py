@@ -147,7 +147,7 @@ class CandidateEvaluator:
         def on_device(agent: Agent) -> AgentMeasurement:
             lacking = {form: reason for form in files if (reason := _lacks(agent.name, ops[form]))}
             return measure_forms(self.cache, agent, files, self.settings, tie_margin, sizes, lacking,
-                                 self.references.get(agent.name))
+                                 self.references.get(agent.name), record.weight_bytes)
 
         futures = {name: self.pool.call(name, on_device) for name in self.config["agents"]}
         errors = []

@@ -80,6 +80,61 @@ def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_pa
         assert forms and all(f.runner["fingerprint"]["machine"] == "aarch64" for f in forms.values())
         assert all(f.median_ms > 0 for f in forms.values())
         assert forms["fft"].available  # the ONNX DFT form ran on the board
+        weights = TrialData.load(trial.user_attrs).weight_bytes
+        for form, figures in forms.items():  # the device's own figure, before the floor
+            assert figures.runner["memory_kb"]["model_peak_kb"] * 1024 >= weights[form], (form, figures.runner)
+            assert not figures.implausible and figures.memory_method == "held"
+
+
+# --- the model's own memory on the board ------------------------------------------------------------
+
+def _forms(folder, spec):  # noqa: ANN001, ANN202
+    """Each deployed form of ``spec``'s untrained model, exported as the study does: {form: path}."""
+    from nas.export import export_onnx
+    from nas.model import build_model, deployed, spec_seed
+
+    model = build_model(spec, seed=spec_seed(spec))
+    forms = ("fft", "fftmm", "dense") if spec.has_toeplitz else ("-",)
+    return {form: export_onnx(deployed(model, spec.with_form(form) if spec.has_toeplitz else spec),
+                              spec.in_features, folder / f"{spec.code.replace(' ', '_')}-{form}.onnx")
+            for form in forms}
+
+
+def test_the_board_reads_every_model_at_least_at_its_weights(board_agent, tmp_path):
+    """The issue's candidate (kws-shaped ``L64 T2 L8 D``, whose fft and dense forms read 0.0 MiB under the
+    resident-peak method) and a 2048-wide dense model: under qemu-user the figure is the bytes the
+    session holds, never below the initializers, so nothing is floored or flagged."""
+    from nas.measure import form_measurement, model_facts
+    from nas.spec import ArchSpec, LayerSpec
+
+    kws = ArchSpec(1280, (LayerSpec("lowrank", 256, 64), LayerSpec("toeplitz", 256, 2), LayerSpec("lowrank", 256, 8),
+                          LayerSpec("dense", 12)))
+    dense = ArchSpec(2048, (LayerSpec("dense", 2048), LayerSpec("dense", 10)))
+    files = {**{f"kws {form}": path for form, path in _forms(tmp_path, kws).items()},
+             "dense2048": _forms(tmp_path, dense)["-"]}
+    with registry.open_agent(board_agent) as agent:
+        for name, path in files.items():
+            result = agent.measure(path, QUICK)
+            memory, weights = result["memory_kb"], model_facts(path)[0]
+            assert result["fingerprint"]["emulator"] == "qemu-user"
+            assert memory["method"] == "held" and memory["model_peak_kb"] == memory["held_kb"], memory
+            assert memory["model_peak_kb"] * 1024 >= weights, (name, memory, weights)
+            assert not form_measurement(result, weight_bytes=weights).implausible
+
+
+def test_dense_against_toeplitz_memory_points_the_same_way_as_on_the_local_agent(board_agent, tmp_path):
+    """One 2048-wide Toeplitz-like layer in its dense form (16 MiB of weights) against its
+    fft form (200 KiB): the board's held bytes and this host's resident peak rank them alike."""
+    from nas.spec import ArchSpec, LayerSpec
+
+    files = _forms(tmp_path, ArchSpec(2048, (LayerSpec("toeplitz", 2048, 2), LayerSpec("dense", 10))))
+    ratios = {}
+    for name in ("local", board_agent):
+        with registry.open_agent(name) as agent:
+            memory = {form: agent.measure(files[form], QUICK)["memory_kb"]["model_peak_kb"]
+                      for form in ("dense", "fft")}
+        ratios[name] = memory["dense"] / memory["fft"]
+    assert ratios["local"] > 4 and ratios[board_agent] > 4, ratios
 
 
 # --- faults on the board -------------------------------------------------------------------------

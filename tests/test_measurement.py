@@ -61,6 +61,41 @@ def test_model_peak_follows_the_weights_not_the_process(agent, tmp_path):
     assert peak["toeplitz2048"] < peak["dense2048"] / 10, peak
 
 
+def test_a_device_reads_every_model_at_least_at_its_weights(agent, tmp_path):
+    """Not an emulator: the figure is the resident peak, and the bytes the session holds (the heap the
+    C library counts) are reported beside it; neither is below the model's initializers."""
+    specs = {"dense1024": _square(1024), "lowrank1024": _square(1024, "lowrank", 16),
+             "toeplitz1024": _square(1024, "toeplitz", 2)}
+    for name, spec in specs.items():
+        path = _export(tmp_path, spec, name)
+        weights = model_facts(path)[0]
+        result = agent.measure(path, QUICK)
+        memory = result["memory_kb"]
+        assert result["fingerprint"]["emulator"] is None
+        assert memory["method"] == "peak" and memory["model_peak_kb"] == memory["resident_peak_kb"]
+        assert memory["held_kb"] * 1024 >= weights, (name, memory, weights)
+        assert memory["model_peak_kb"] * 1024 >= weights, (name, memory, weights)
+        assert not form_measurement(result, weight_bytes=weights).implausible
+
+
+def _result(model_peak_kb: float, method: str = "peak") -> dict:
+    """A runner result with the fields ``form_measurement`` reads."""
+    latency = {"median": 1.0, "ci_low": 0.9, "ci_high": 1.1, "p90": 1.2, "spread": 0.1, "unstable": False,
+               "number": 1}
+    return {"latency_ms": latency,
+            "memory_kb": {"model_peak_kb": model_peak_kb, "method": method, "after_runs": {"peak_kb": 9000}}}
+
+
+def test_a_memory_figure_below_the_weights_is_flagged_and_floored():
+    """Pure logic: the floor is the deployed form's initializer bytes."""
+    weights = 3 * 2**20
+    low = form_measurement(_result(0.0), weight_bytes=weights)
+    assert low.implausible and low.model_peak_mib == 3.0
+    high = form_measurement(_result(4096.0, "held"), weight_bytes=weights)
+    assert not high.implausible and high.model_peak_mib == 4.0 and high.memory_method == "held"
+    assert not form_measurement(_result(0.0)).implausible, "without known weights there is no floor"
+
+
 def test_latency_is_per_call_from_samples_of_many_calls(agent, tmp_path):
     tiny = mlp_model(tmp_path / "tiny.onnx", width=16, depth=1)
     latency = agent.measure(tiny, QUICK)["latency_ms"]

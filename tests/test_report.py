@@ -18,7 +18,7 @@ from optuna.trial import TrialState, create_trial
 
 from nas.pareto import pareto_front
 from nas.progress import trial_line
-from nas.records import RECORD_ATTR, TrialData
+from nas.records import RECORD_ATTR, AgentMeasurement, FormMeasurement, TrialData
 from nas.report import FILES, build_report, count_lines, write_report
 from nas.spec import ArchSpec
 from nas.storage import CONFIG_ATTR, creating_storage, load_study
@@ -102,6 +102,30 @@ def test_trial_lines_show_the_figures_and_flag_unstable_ones(made_study):
     assert "T2 D" in toeplitz and "ms@local" in toeplitz and "MiB" in toeplitz and "unstable" in toeplitz
     assert "infeasible" in trial_line(trials[3]) and "not trained" in trial_line(trials[3])
     assert MADE_FAILURE in trial_line(trials[len(MADE_TRIALS)])
+
+
+def test_a_memory_figure_below_the_weights_is_flagged_in_lines_and_tables(in_tmp):
+    """A device that read a model's memory below its weights (as the emulated board once did): the
+    trial line, the report's counts and its table say so."""
+    from nas.cli.report import report as report_command
+
+    objectives = [{"name": "accuracy", "direction": "maximize", "agent": None, "label": "accuracy"},
+                  {"name": "model_peak_mib", "direction": "minimize", "agent": "local",
+                   "label": "model_peak_mib@local"}]
+    with creating_storage("floored", None) as storage:
+        study = optuna.create_study(study_name="floored", storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr(CONFIG_ATTR, {"agents": ["local"], "objectives": objectives, "n_trials": 1, "constraints": {}})
+    floored = FormMeasurement(median_ms=0.1, p90_ms=0.1, model_peak_mib=0.5, implausible=True)
+    record = TrialData(code="D", widths="64-10", params=650, onnx_bytes={"-": 3000}, weight_bytes={"-": 2600},
+                       trained=True, accuracy=0.9,
+                       agents={"local": AgentMeasurement(forms={"-": floored}, winner="-")})
+    study.add_trial(create_trial(values=[0.9, 0.5], user_attrs={RECORD_ATTR: record.model_dump(mode="json")}))
+    assert "implausible" in trial_line(study.trials[0])
+    result = build_report(study)
+    assert result.pareto[0]["implausible"] == "local"
+    assert "read a model memory below their own weights (trials 0)" in " ".join(count_lines(result))
+    table = CliRunner().invoke(report_command, ["floored"])
+    assert "implausible on" in table.output, table.output
 
 
 def test_report_cli_formats(made_study):

@@ -279,11 +279,12 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     the runner's reference workload times the calibration, which is what studies record).
     """
     from device_agents.probe_models import probe_models
-    from nas.measure import form_measurement
+    from nas.measure import form_measurement, model_facts
     from nas.reference import calibrated
 
     dft_model, calibration_model = probe_models()
     model = model or calibration_model
+    weights, _ = model_facts(model)
     console = _console()
     record = registry.get_agent(name) if name != registry.LOCAL else None
     with registry.open_agent(name, **({"log": _warn} if record else {})) as device:
@@ -315,7 +316,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
             started = time.monotonic()
             result = device.measure(model, replace(CALIBRATION_SETTINGS, reference_ms=reference_ms))
             results.append(result)
-            figures.append(form_measurement(result, reference_ms))
+            figures.append(form_measurement(result, reference_ms, weights))
             latency, memory = result["latency_ms"], result["memory_kb"]
             table.add_row(
                 str(index + 1),
@@ -327,7 +328,8 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                 f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if figures[-1].unstable else "")
                 + (" [yellow]slowed[/yellow]" if figures[-1].slowed else ""),
                 str(latency["number"]),
-                f"{memory['model_peak_kb'] / 1024:.1f}",
+                f"{memory['model_peak_kb'] / 1024:.2f}" + (" [yellow]implausible[/yellow]" if figures[-1].implausible
+                                                          else ""),
                 f"{memory['after_runs']['peak_kb'] / 1024:.1f}",
                 f"{time.monotonic() - started:.2f}",
             )
@@ -357,6 +359,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                   f"spread {(max(at_speed) - min(at_speed)) / statistics.median(at_speed):.1%}")
     if noisy:
         console.print(rich.markup.escape(_steadying_advice(fingerprint, record)))  # "[measure]" is no markup
+    console.print(_memory_note(figures, weights, fingerprint))
 
 
 @agent.command("remove")
@@ -401,6 +404,21 @@ def _steadying_advice(fingerprint: dict[str, Any], record: dict[str, Any] | None
     return "To steady it:\n" + "\n".join(f"  - {tip}" for tip in tips)
 
 
+def _memory_note(figures: list[Any], weights: int, fingerprint: dict[str, Any]) -> str:
+    """How this device reads a model's own memory, and whether it read below the model's weights."""
+    method = figures[0].memory_method if figures else "peak"
+    how = ("the bytes its session holds, counted inside the emulated process (qemu's own memory moves the "
+           "process figures by megabytes)" if method == "held" else "its resident peak above the process")
+    note = f"model memory: {how}; the model's weights are {weights / 2**20:.2f} MiB"
+    implausible = sum(1 for figure in figures if figure.implausible)
+    if implausible:
+        note += (f"; [yellow]{implausible} of {len(figures)} read below the weights (implausible)[/yellow]: "
+                 f"studies on this device use the weights instead and flag the measurement")
+    if fingerprint.get("emulator"):
+        note += f" ({fingerprint['emulator']} emulation)"
+    return note
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     latency = result["latency_ms"]
     return {
@@ -438,6 +456,8 @@ def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
         ("frequencies", ", ".join(f"{k} {v} MHz" for k, v in freqs.items()) or "unreadable"),
         ("temperature", ", ".join(f"{k} {v:.1f} C" for k, v in temps.items()) or "unreadable"),
     ]
+    if fingerprint.get("emulator"):
+        rows.append(("emulator", fingerprint["emulator"]))
     if fingerprint.get("qemu_cpu"):
         rows.append(("emulated CPU", fingerprint["qemu_cpu"]))
     for field, value in rows:
