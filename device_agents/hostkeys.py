@@ -22,6 +22,7 @@ from pathlib import Path
 
 import paramiko
 
+from device_agents._home import nas_home
 from device_agents.base import AgentError
 
 
@@ -63,8 +64,6 @@ def user_known_hosts() -> Path:
 
 
 def tool_known_hosts() -> Path:
-    from nas.paths import nas_home
-
     return nas_home() / "known_hosts"
 
 

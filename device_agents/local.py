@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from device_agents._home import nas_home
 from device_agents.base import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_LOCK_TIMEOUT,
@@ -42,8 +43,6 @@ class LocalAgent(Agent):
     def __init__(self, name: str = "local", workdir: Path | None = None,
                  command_timeout: float = DEFAULT_COMMAND_TIMEOUT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
                  python: str = sys.executable) -> None:
-        from nas.paths import nas_home
-
         self.name = name
         self.workdir = Path(workdir) if workdir else nas_home() / "agents" / name
         self.command_timeout = command_timeout

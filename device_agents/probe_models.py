@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from device_agents._home import nas_home
+
 DFT_OPSET = 18  # what torch's dynamo exporter emits for FFT layers (DFT-17 semantics, axis attribute)
 
 
@@ -72,8 +74,6 @@ def mlp_model(path: Path, width: int = 64, depth: int = 2, seed: int = 0) -> Pat
 
 def probe_models() -> tuple[Path, Path]:
     """(DFT probe model, calibration model), built once under ``nas_home()``."""
-    from nas.paths import nas_home
-
     folder = nas_home() / "probe_models"
     dft = folder / f"dft-opset{DFT_OPSET}.onnx"
     calibration = folder / "calibration-mlp512x4.onnx"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from device_agents._home import nas_home
 from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, Agent, AgentError
 from device_agents.local import LocalAgent
 
@@ -27,8 +28,6 @@ CONTACT_EVERY_S = 30.0  # how often a busy agent rewrites its "last seen" time
 
 
 def registry_path() -> Path:
-    from nas.paths import nas_home
-
     return nas_home() / "agents.json"
 
 

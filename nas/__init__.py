@@ -1,19 +1,13 @@
 """Hardware-aware architecture search over dense, low-rank and Toeplitz-like layers.
 
-``nas.load_model(arch_path, weights_path)`` rebuilds the trained model of a ``nas pick`` bundle.
-It is imported on first use, so that ``import nas.spec`` and friends stay light.
+``nas.load_model(arch_path, weights_path)`` rebuilds the trained model of a ``nas pick`` bundle;
+``nas.export_onnx(module, in_features, path)`` writes a deployed model to ONNX. Both are imported on
+first use, so that ``import nas.spec`` and friends stay light. ``docs/architecture.md`` maps the
+packages.
 """
 
-from __future__ import annotations
+from nas._faces import lazy_face
 
-from typing import Any
-
-__all__ = ["load_model"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "load_model":
-        from nas.bundle import load_model
-
-        return load_model
-    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+_EXPORTS = {"load_model": "results", "export_onnx": "model"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_face(__name__, _EXPORTS)

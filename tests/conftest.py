@@ -314,9 +314,8 @@ def _made_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import optuna
 
-    from nas.records import TrialData
     from nas.storage import load_study
-    from nas.study import run_study, start_study
+    from nas.study import TrialData, run_study, start_study
 
     root = tmp_path_factory.mktemp("made")
     saved_cwd, saved_home = Path.cwd(), os.environ.get("NAS_HOME")

@@ -10,7 +10,7 @@ import pytest
 
 from device_agents import registry
 from device_agents.base import MeasureSettings
-from nas.records import TrialData
+from nas.study import TrialData
 from tests.spaces import small_space
 
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
@@ -90,8 +90,7 @@ def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_pa
 
 def _forms(folder, spec):  # noqa: ANN001, ANN202
     """Each deployed form of ``spec``'s untrained model, exported as the study does: {form: path}."""
-    from nas.export import export_onnx
-    from nas.model import build_model, deployed, spec_seed
+    from nas.model import build_model, deployed, export_onnx, spec_seed
 
     model = build_model(spec, seed=spec_seed(spec))
     forms = ("fft", "fftmm", "dense") if spec.has_toeplitz else ("-",)
@@ -104,8 +103,8 @@ def test_the_board_reads_every_model_at_least_at_its_weights(board_agent, tmp_pa
     """The issue's candidate (kws-shaped ``L64 T2 L8 D``, whose fft and dense forms read 0.0 MiB under the
     resident-peak method) and a 2048-wide dense model: under qemu-user the figure is the bytes the
     session holds, never below the initializers, so nothing is floored or flagged."""
-    from nas.measure import form_measurement, model_facts
     from nas.spec import ArchSpec, LayerSpec
+    from nas.study import form_measurement, model_facts
 
     kws = ArchSpec(1280, (LayerSpec("lowrank", 256, 64), LayerSpec("toeplitz", 256, 2), LayerSpec("lowrank", 256, 8),
                           LayerSpec("dense", 12)))

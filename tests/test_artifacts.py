@@ -14,11 +14,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from device_agents.base import file_sha256
-from nas.artifacts import StudyArtifacts, normalise_url
 from nas.errors import UserError
-from nas.records import RECORD_ATTR, TrialData
-from nas.storage import CONFIG_ATTR
-from nas.study import run_study, start_study
+from nas.storage import StudyArtifacts, normalise_url
+from nas.study import CONFIG_ATTR, RECORD_ATTR, TrialData, run_study, start_study
 from tests.spaces import write_space
 
 NAS = str(Path(sys.executable).with_name("nas"))

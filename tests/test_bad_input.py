@@ -19,9 +19,8 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from nas.data import load_dataset
-from nas.records import TrialData
-from nas.study import SEED_MAX, run_study, start_study
-from nas.train import TrainingDiverged, train
+from nas.model import TrainingDiverged, train
+from nas.study import SEED_MAX, TrialData, run_study, start_study
 from tests.conftest import unavailable
 from tests.spaces import FAST_SPACE, write_space
 
@@ -212,7 +211,7 @@ def test_missing_postgres_driver_names_the_extra(nas, work: Path) -> None:
 
 
 def test_a_server_that_never_answers_times_out(nas, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("nas.storage_url.CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("nas.storage._url.CONNECT_TIMEOUT_S", 2)
     with socket.socket() as silent:  # accepts TCP connections (kernel backlog), never speaks
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)

@@ -18,8 +18,7 @@ from optuna.trial import TrialState
 
 import nas
 from nas.data import load_dataset
-from nas.records import TrialData
-from nas.study import start_study
+from nas.study import TrialData, start_study
 from tests.conftest import unavailable
 from tests.spaces import write_space
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.export import ExportError, export_onnx
 from nas.layers import Dense, LowRank, ToeplitzLike, deploy
+from nas.model import ExportError, export_onnx
 
 IN_FEATURES = 100
 
@@ -132,7 +132,7 @@ def test_fft_forms_are_smaller_than_dense_at_1024(tmp_path: Path) -> None:
 def test_fftmm_layer_is_a_few_nodes(n: int, m: int, r: int) -> None:
     """onnxruntime pays a few microseconds per node, about a 1024 x 1024 Gemm at batch 1: the fftmm
     layer is five MatMuls and their Reshapes/Transposes, whatever n and r (was ~156 nodes)."""
-    from nas.export import build_onnx
+    from nas.model import build_onnx
 
     model = build_onnx(deploy(ToeplitzLike(n, m, displacement_rank=r), "fftmm"), n)
     ops = [node.op_type for node in model.graph.node]

@@ -29,7 +29,7 @@ from device_agents.base import (
 )
 from device_agents.pool import AgentPool
 from device_agents.probe_models import mlp_model
-from nas.records import TrialData
+from nas.study import TrialData
 from tests.spaces import small_space
 from tests.test_ssh_agent import QUICK, finish, measuring, study_cli, study_space, trials_by_state, well_formed
 
@@ -382,9 +382,9 @@ def test_an_interrupted_trial_is_recorded_as_interrupted_and_redone(nas_env, tmp
 
 
 def test_a_repeated_candidate_is_one_point_saying_how_many_trials_it_covers(nas_env, tmp_path):
-    from nas.report import _points, build_report, plotly_figure, write_png
+    from nas.results.report._build import _points, build_report, plotly_figure, write_png
     from nas.storage import load_study
-    from nas.study import run_study, start_study
+    from nas.study import open_study, run_study, start_study
 
     space = tmp_path / "space.toml"
     space.write_text(small_space("repeat", 'kinds = ["dense"]', hidden_layers="[1]", widths="[16]", epochs=1))
@@ -392,7 +392,7 @@ def test_a_repeated_candidate_is_one_point_saying_how_many_trials_it_covers(nas_
     run_study("rep")  # one architecture in the whole space: trials 1 and 2 repeat trial 0
     study = load_study("rep")
     assert [TrialData.load(t.user_attrs).repeat_of for t in study.trials] == [None, 0, 0]
-    report = build_report(study)
+    report = build_report(open_study("rep"))
     assert report.counts["pareto"] == 3  # the Pareto table still lists every trial
     points = _points(report, "latency_ms@local")["pareto"]
     assert [(p["trial"], p["trials"]) for p in points] == [(0, 3)]
@@ -430,7 +430,7 @@ def test_agent_set_changes_timeouts_and_cache_size_without_contacting_the_device
 
 def test_the_cli_knows_the_samplers_and_seed_range_without_importing_the_engine():
     from nas.cli.study import DEFAULT_SAMPLER, SAMPLER_NAMES, SEED_MAX
-    from nas.samplers import DEFAULT_SAMPLER as ENGINE_DEFAULT
+    from nas.study import DEFAULT_SAMPLER as ENGINE_DEFAULT
     from nas.study import SAMPLERS
     from nas.study import SEED_MAX as ENGINE_SEED_MAX
 

@@ -9,10 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from nas.kws import LABELS, KwsConfig, load_kws
-from nas.kws.dataset import build_kws, kws_arrays, split_by_voice
-from nas.kws.espeak import Voice, synthesizer
-from nas.kws.features import log_mel, stack_frames
+from nas.data.kws import LABELS, KwsConfig, load_kws
+from nas.data.kws.dataset import build_kws, kws_arrays, split_by_voice
+from nas.data.kws.espeak import Voice, synthesizer
+from nas.data.kws.features import log_mel, stack_frames
 
 SMALL = KwsConfig(accents=("en", "en-us", "en-gb-scotland"), variants=("m1", "f2", "klatt"), per_voice=1)
 

@@ -20,11 +20,9 @@ from device_agents import registry
 from device_agents.base import MeasureSettings
 from device_agents.probe_models import mlp_model
 from device_agents.runner import parse_args
-from nas.export import export_onnx
-from nas.measure import MeasurementCache, form_measurement, measure_forms, model_facts
-from nas.model import build_model, deployed
-from nas.records import AgentMeasurement
+from nas.model import build_model, deployed, export_onnx
 from nas.spec import ArchSpec, LayerSpec
+from nas.study import AgentMeasurement, MeasurementCache, form_measurement, measure_forms, model_facts
 
 QUICK = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.05, max_rounds=2)
 PAIRED = MeasureSettings(warmup=2, min_runs=20, min_seconds=0.2, max_rounds=2)
@@ -130,7 +128,7 @@ def test_every_measurement_is_paired_with_the_reference_workload(agent, tmp_path
 
 
 def test_an_agent_is_calibrated_once_and_every_study_uses_that(agent, tmp_path, monkeypatch):
-    from nas.reference import CALIBRATE_SECONDS, calibrated
+    from nas.study import CALIBRATE_SECONDS, calibrated
 
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))
     started = time.monotonic()
@@ -144,9 +142,8 @@ def test_an_agent_is_calibrated_once_and_every_study_uses_that(agent, tmp_path, 
 
 
 def test_a_study_records_latency_at_its_calibrated_speed(made_study):
-    from nas.records import TrialData
-    from nas.reference import REFERENCE_ATTR
     from nas.storage import load_study
+    from nas.study import REFERENCE_ATTR, TrialData
     from tests.conftest import MADE_STUDY
 
     study = load_study(MADE_STUDY)
@@ -168,7 +165,7 @@ def test_a_study_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
     import optuna
 
     from device_agents.pool import AgentPool
-    from nas.reference import REFERENCE_ATTR, study_references
+    from nas.study import REFERENCE_ATTR, study_references
 
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize"])
@@ -194,7 +191,7 @@ def test_a_spread_above_the_limit_is_flagged_unstable(tmp_path, monkeypatch):
 def test_a_device_slower_than_its_calibration_is_waited_for_then_flagged_slowed(agent, tmp_path):
     """Rounds run slower than the calibration are set aside for the wait; then the least slowed is
     used, marked ``slowed``, and the trial line says so. A device at its speed is measured at once."""
-    from nas.progress import agent_figures
+    from nas.cli.progress import agent_figures
 
     model = mlp_model(tmp_path / "m.onnx", width=64, depth=1)
     wait = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.05, max_rounds=1, max_wait_seconds=0.5)
@@ -267,9 +264,8 @@ def test_runner_defaults_are_the_settings_defaults():
 
 def test_a_device_without_dft_gets_another_form_and_the_trial_goes_on(loop_agent, nas_env):
     """``nas agent add`` recorded that the device has no DFT: the fft form is not even tried there."""
-    from nas.records import TrialRecord
     from nas.storage import load_study
-    from nas.study import run_study, start_study
+    from nas.study import TrialRecord, run_study, start_study
     from tests.spaces import write_space
 
     registry.update_agent(loop_agent, dft=False)

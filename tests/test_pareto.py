@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from nas.pareto import disagreement, dominates, is_feasible, non_dominated, pareto_front, pareto_trials
-from nas.records import RECORD_ATTR, TrialData
+from nas.results import disagreement, dominates, is_feasible, non_dominated, pareto_front, pareto_trials
+from nas.study import RECORD_ATTR, TrialData
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DIRECTIONS = ["maximize", "minimize", "minimize"]

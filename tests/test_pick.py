@@ -15,14 +15,13 @@ import pytest
 import torch
 
 import nas
-from nas.artifacts import study_artifacts
-from nas.bundle import choose, write_bundle
 from nas.data import load_dataset
 from nas.errors import UserError
 from nas.model import build_model
-from nas.records import TrialRecord
+from nas.results import choose, write_bundle
 from nas.spec import FORMS, ArchSpec, LayerSpec
 from nas.storage import load_study
+from nas.study import TrialRecord, open_study, study_artifacts
 from tests.conftest import MADE_FAILURE, MADE_STUDY, MADE_TRIALS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -100,9 +99,9 @@ def test_bundle_round_trips_in_the_chosen_form(at_root, capsys, monkeypatch):
 
 
 def test_fft_bundle_round_trips(at_root):
-    study = load_study(NAME)
+    opened = open_study(NAME)
     out = at_root / "bundle-fft"
-    bundle = write_bundle(study, choose(study, trial=0), out, form="fft")
+    bundle = write_bundle(opened, choose(opened, trial=0), out, form="fft")
     assert bundle.metrics["form"] == "fft"
     assert "DFT" in {node.op_type for node in onnx.load(out / "model.onnx").graph.node}
     X = load_dataset("digits").X_val
@@ -137,7 +136,7 @@ def test_pick_by_limits_takes_the_most_accurate_within_them(at_root, capsys, mon
     latencies = {n: _record(n).latency_ms("local") for n in TRAINED}
     front = {t.number for t in load_study(NAME).best_trials}
     for limit in sorted(set(latencies.values())):
-        choice = choose(load_study(NAME), max_latency_ms=limit)
+        choice = choose(open_study(NAME), max_latency_ms=limit)
         assert choice.record.number == _expected(latencies, limit, front), limit
         excluded = {n for n in latencies if n in front and latencies[n] > limit}
         for n in excluded:
@@ -180,14 +179,14 @@ def test_retrain_reports_new_and_search_accuracy(at_root, capsys, monkeypatch):
 
 
 def test_onnx_that_does_not_match_is_refused_and_nothing_written(at_root):
-    study = load_study(NAME)
-    choice = choose(study, trial=2)
+    opened = open_study(NAME)
+    choice = choose(opened, trial=2)
     wrong = _record(1).data.artifacts["onnx"]["-"]  # another trial's model, same shapes
     artifacts = {**choice.record.data.artifacts, "onnx": {"-": wrong}}
     choice.record.data = choice.record.data.model_copy(update={"artifacts": artifacts})
     out = at_root / "bundle-mismatch"
     with pytest.raises(UserError, match="ONNX model's outputs differ from PyTorch's"):
-        write_bundle(study, choice, out)
+        write_bundle(opened, choice, out)
     assert not out.exists()
 
 

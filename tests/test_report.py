@@ -16,12 +16,21 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState, create_trial
 
-from nas.pareto import pareto_front
-from nas.progress import trial_line
-from nas.records import RECORD_ATTR, AgentMeasurement, FormMeasurement, TrialData
-from nas.report import FILES, build_report, count_lines, write_report
+from nas.cli.progress import trial_line
+from nas.results import pareto_front
+from nas.results.report import FILES, build_report, count_lines, write_report
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, creating_storage, load_study
+from nas.storage import creating_storage, load_study
+from nas.study import (
+    CONFIG_ATTR,
+    RECORD_ATTR,
+    AgentMeasurement,
+    FormMeasurement,
+    OpenedStudy,
+    TrialData,
+    open_study,
+    study_config,
+)
 from tests.conftest import MADE_FAILURE, MADE_STUDY, MADE_TRIALS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -35,7 +44,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 def test_report_counts_and_set(made_study):
     study = load_study(MADE_STUDY)
-    result = build_report(study)
+    result = build_report(OpenedStudy(study, study_config(study)))
     assert {r["trial"] for r in result.pareto} == {t.number for t in pareto_front(study)}
     assert {r["trial"] for r in result.pareto} == {t.number for t in study.best_trials}
     counts = result.counts
@@ -54,7 +63,7 @@ def test_report_counts_and_set(made_study):
 
 def test_report_files_are_well_formed(made_study):
     study = load_study(MADE_STUDY)
-    paths = write_report(build_report(study, agent="local"), made_study / "out")
+    paths = write_report(build_report(OpenedStudy(study, study_config(study)), agent="local"), made_study / "out")
     assert sorted(p.name for p in paths.values()) == sorted(FILES)
     expected = {t.number for t in pareto_front(study)}
 
@@ -121,7 +130,7 @@ def test_a_memory_figure_below_the_weights_is_flagged_in_lines_and_tables(in_tmp
                        agents={"local": AgentMeasurement(forms={"-": floored}, winner="-")})
     study.add_trial(create_trial(values=[0.9, 0.5], user_attrs={RECORD_ATTR: record.model_dump(mode="json")}))
     assert "implausible" in trial_line(study.trials[0])
-    result = build_report(study)
+    result = build_report(OpenedStudy(study, study_config(study)))
     assert result.pareto[0]["implausible"] == "local"
     assert "read a model memory below their own weights (trials 0)" in " ".join(count_lines(result))
     table = CliRunner().invoke(report_command, ["floored"])
@@ -177,7 +186,7 @@ def chromium_render(page: Path, screenshot: Path, tmp: Path) -> str:
 
 @needs_chromium
 def test_html_renders_in_headless_chromium(made_study):
-    paths = write_report(build_report(load_study(MADE_STUDY)), made_study / "out")
+    paths = write_report(build_report(open_study(MADE_STUDY)), made_study / "out")
     shot = made_study / "shot.png"
     log = chromium_render(paths["report.html"], shot, made_study)
     console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
@@ -214,7 +223,7 @@ def test_report_of_a_study_with_nothing_complete(in_tmp):
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs=reason))
     study.add_trial(create_trial(state=TrialState.FAIL))
     study.add_trial(create_trial(state=TrialState.WAITING, system_attrs={"failed_trial": 1}))
-    result = build_report(study)
+    result = build_report(OpenedStudy(study, study_config(study)))
     assert result.pareto == [] and result.counts["failed"] == 2
     lines = " ".join(count_lines(result))
     assert "1x agent local: no onnxruntime" in lines and "queued again" in lines and "1 waiting" in lines

@@ -9,7 +9,7 @@ import torch
 
 from device_agents.base import DeviceError, MeasureSettings
 from device_agents.local import LocalAgent
-from nas.export import export_onnx
+from nas.model import export_onnx
 
 FAST = MeasureSettings(min_runs=5, min_seconds=0.02, warmup=1)
 

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from nas import study as engine
-from nas.samplers import make_sampler, nsga2_population, startup_trials
-from nas.study import _same_candidate
+from nas.study import make_sampler, nsga2_population, startup_trials
+from nas.study._engine import _same_candidate
 
 CHOICES = [str(i) for i in range(8)]
 

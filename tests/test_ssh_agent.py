@@ -20,7 +20,7 @@ from device_agents.base import RUNNER_SCHEMA, AgentError, AgentUnreachable, Devi
 from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
 from device_agents.pool import AgentPool
 from device_agents.ssh import AgentAuthError
-from nas.records import TrialData
+from nas.study import TrialData
 from tests.spaces import small_space
 
 pytestmark = pytest.mark.ssh

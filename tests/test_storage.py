@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from nas.errors import UserError
-from nas.storage import CONFIG_ATTR, load_study, open_storage
-from nas.storage_lock import creation_lock
-from nas.study import start_study
+from nas.storage import load_study, open_storage
+from nas.storage._lock import creation_lock
+from nas.study import CONFIG_ATTR, start_study
 from tests.conftest import unavailable
 from tests.spaces import write_space
 
@@ -193,7 +193,7 @@ def test_a_failed_start_removes_the_storage_it_made_and_nothing_else(work: Path,
     space = write_space(work)
     shared = f"sqlite:///{work / 'shared' / 'studies.db'}"
     start_study("first", space, ["local"], 1, storage=shared, sampler="random")
-    monkeypatch.setattr("nas.study.open_store", broken_store)
+    monkeypatch.setattr("nas.study._engine.open_store", broken_store)
     with pytest.raises(OSError, match="disk full"):
         start_study("second", space, ["local"], 1, storage=shared, sampler="random")
     assert optuna.get_all_study_names(shared) == ["first"]

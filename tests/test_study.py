@@ -14,17 +14,20 @@ import torch
 from optuna.trial import TrialState
 
 from device_agents.local import LocalAgent
-from nas.artifacts import study_artifacts
 from nas.errors import UserError
-from nas.export import export_onnx
-from nas.measure import MeasurementCache
-from nas.model import build_model, deployed, spec_seed
-from nas.pareto import dominates
-from nas.records import TrialRecord, records
-from nas.reference import REFERENCE_ATTR
-from nas.space import space_from_dict
-from nas.storage import load_study, study_config
-from nas.study import run_study, start_study
+from nas.model import build_model, deployed, export_onnx, spec_seed
+from nas.results import dominates
+from nas.storage import load_study
+from nas.study import (
+    REFERENCE_ATTR,
+    MeasurementCache,
+    TrialRecord,
+    records,
+    run_study,
+    start_study,
+    study_artifacts,
+    study_config,
+)
 from tests.spaces import FAST_SPACE, write_space
 
 NAS = str(Path(sys.executable).with_name("nas"))
@@ -126,7 +129,7 @@ def test_measurement_cache_is_rebuilt_from_storage(workdir):
 
     study = load_study("rebuilt")
     cache = MeasurementCache(study)
-    settings = space_from_dict(study_config(study)["space"]).measure.settings()
+    settings = study_config(study).search_space.measure.settings()
     # a form measured alone waits for the device at the agent's calibrated speed, which the study keeps
     settings = replace(settings, reference_ms=study.user_attrs[REFERENCE_ATTR]["local"])
     result = cache.measure(LocalAgent(), path, settings)

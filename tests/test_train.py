@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from nas.data import load_dataset
-from nas.model import build_model, spec_seed
+from nas.model import build_model, spec_seed, train
 from nas.space import load_space
 from nas.spec import ArchSpec, LayerSpec
-from nas.train import train
 
 
 def test_wide_stacked_toeplitz_layers_train_on_digits() -> None:

@@ -42,8 +42,7 @@ def run(datasets: list[str], depths: list[int], layers: list[str], seeds: int, e
         console: Console) -> list[dict]:
     """Train every (dataset, depth, layer, seed); one row per (dataset, depth, layer)."""
     from nas.data import load_dataset
-    from nas.model import build_model
-    from nas.train import train
+    from nas.model import build_model, train
 
     jobs = [(d, depth, code, seed) for d in datasets for depth in depths for code in layers for seed in range(seeds)]
     results: dict[tuple, list[float]] = {}

@@ -18,7 +18,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from nas.numbers import finite_float
+from nas.cli.options import finite_float
 
 TARGET_RATIO = 0.25
 BASELINE = "import torch, onnx"

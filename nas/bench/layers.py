@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.export import export_onnx
+from nas.cli.options import finite_float
 from nas.layers import FORMS, deploy, make_layer
-from nas.numbers import finite_float
+from nas.model import export_onnx
 
 SIZES = (256, 512, 1024, 2048, 4096)
 RANKS = (1, 2, 4, 8)

@@ -58,8 +58,7 @@ def _spec(layers: list[tuple[str, int, int | None]], in_features: int = 64):  # 
 
 
 def _export(spec, path: Path) -> Path:  # noqa: ANN001 - ArchSpec
-    from nas.export import export_onnx
-    from nas.model import build_model, deployed, spec_seed
+    from nas.model import build_model, deployed, export_onnx, spec_seed
 
     return export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features, path)
 
@@ -68,7 +67,7 @@ def _measure_at_speed(agent, path: Path, settings, repeats: int) -> tuple[list, 
     """``repeats`` measurements the runner made at the device's calibrated speed, as a user would
     measure again a model measured while the device was slowed; at most ``ATTEMPTS`` x ``repeats``
     in all. Every runner result and its figures, slowed ones included."""
-    from nas.measure import form_measurement
+    from nas.study import form_measurement
 
     results, figures = [], []
     while sum(not figure.slowed for figure in figures) < repeats and len(results) < ATTEMPTS * repeats:
@@ -89,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from device_agents.local import LocalAgent
-    from nas.measure import MeasurementCache, measure_forms, model_facts
-    from nas.reference import calibrated
     from nas.space import load_space
+    from nas.study import MeasurementCache, calibrated, measure_forms, model_facts
 
     measure = load_space(args.space).measure
     settings = measure.settings()

@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default=None, help="the study's sampler [default: the CLI's default]")
     args = parser.parse_args(argv)
 
-    from nas.records import TrialData
-    from nas.study import run_study, start_study
+    from nas.study import TrialData, run_study, start_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console()

@@ -26,14 +26,14 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
-from nas.samplers import DEFAULT_SAMPLER
+from nas.study import DEFAULT_SAMPLER
 
 SAMPLER_NAMES = ("gp", "tpe", "nsga2", "random")
 TIE_MARGIN = 0.01  # latency is measured anew in every study: within 1 % counts as reached
 
 
 def _normalised(trial: optuna.trial.FrozenTrial, latency_ref: float, params_ref: float) -> np.ndarray | None:
-    from nas.records import TrialRecord
+    from nas.study import TrialRecord
 
     record = TrialRecord.from_trial(trial)
     data = record.data

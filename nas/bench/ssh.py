@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nas.numbers import finite_float
+from nas.cli.options import finite_float
 
 OVERHEAD_TARGET_S = 0.5
 CACHE_HIT_TARGET_S = 0.020
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cache_hits(agent, model: Path, settings) -> tuple[list[float], str]:  # noqa: ANN001
     """Time lookups of an already-measured key in the study engine's cache (``nas.measure``)."""
     try:
-        from nas.measure import MeasurementCache
+        from nas.study import MeasurementCache
     except ImportError:
         MeasurementCache = None  # noqa: N806
     hits = []

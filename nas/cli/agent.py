@@ -16,8 +16,8 @@ from rich.table import Table
 
 from device_agents import registry
 from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
+from nas.cli.options import FiniteFloatRange
 from nas.errors import UserError
-from nas.numbers import FiniteFloatRange
 
 CALIBRATION_SETTINGS = MeasureSettings(warmup=3, min_runs=10, min_seconds=0.2, max_seconds=30.0)
 
@@ -279,8 +279,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     the runner's reference workload times the calibration, which is what studies record).
     """
     from device_agents.probe_models import probe_models
-    from nas.measure import form_measurement, model_facts
-    from nas.reference import calibrated
+    from nas.study import calibrated, form_measurement, model_facts
 
     dft_model, calibration_model = probe_models()
     model = model or calibration_model

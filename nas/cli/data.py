@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nas.numbers import FiniteFloatRange
+from nas.cli.options import FiniteFloatRange
 
 
 @click.group()
@@ -26,9 +26,9 @@ def kws(val_fraction: float, seed: int) -> None:
     """
     import numpy as np
 
-    from nas.kws import LABELS, KwsConfig
-    from nas.kws.dataset import kws_arrays, split_by_voice
-    from nas.kws.espeak import synthesizer
+    from nas.data.kws import LABELS, KwsConfig
+    from nas.data.kws.dataset import kws_arrays, split_by_voice
+    from nas.data.kws.espeak import synthesizer
 
     console = Console()
     config = KwsConfig()

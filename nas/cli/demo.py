@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from nas.names import STUDY_NAME
+from nas.cli.options import STUDY_NAME
 
 DEMOS = {
     "digits": ("digits", 12, "scikit-learn's 8x8 digits"),

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from nas.names import STUDY_NAME
-from nas.numbers import FiniteFloatRange
+from nas.cli.options import STUDY_NAME, FiniteFloatRange
 
 
 @click.command()
@@ -35,16 +34,16 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_model_p
     agent), model.pt + arch.json (nas.load_model), metrics.json and README.md. The ONNX model is
     checked against PyTorch on the validation data before anything is written.
     """
-    from nas.bundle import choose, default_folder, write_bundle
-    from nas.storage import load_study
+    from nas.results import choose, default_folder, write_bundle
+    from nas.study import open_study
 
     if trial is not None and (max_latency_ms is not None or max_model_peak_mib is not None):
         raise click.UsageError("give either --trial or limits (--max-latency-ms, --max-model-peak-mib), not both")
     if trial is None and max_latency_ms is None and max_model_peak_mib is None:
         raise click.UsageError("give --trial N, or a limit to pick by (--max-latency-ms X, "
                                "--max-model-peak-mib Y)")
-    study = load_study(name, storage)
-    choice = choose(study, trial=trial, max_latency_ms=max_latency_ms, max_model_peak_mib=max_model_peak_mib,
+    opened = open_study(name, storage)
+    choice = choose(opened, trial=trial, max_latency_ms=max_latency_ms, max_model_peak_mib=max_model_peak_mib,
                     agent=agent)
     record, agent = choice.record, choice.agent
     accuracy, latency, peak = record.data.accuracy, record.latency_ms(agent), record.model_peak_mib(agent)
@@ -59,7 +58,7 @@ def pick(name: str, trial: int | None, max_latency_ms: float | None, max_model_p
     if retrain_epochs:
         click.echo(f"Retraining from scratch for {retrain_epochs} epochs...")
     folder = out or default_folder(name, record.number)
-    bundle = write_bundle(study, choice, folder, retrain_epochs=retrain_epochs)
+    bundle = write_bundle(opened, choice, folder, retrain_epochs=retrain_epochs)
     metrics = bundle.metrics
     check = metrics["onnx_check"]
     click.echo(f"ONNX matches PyTorch on {check['samples']} validation samples (max abs diff "

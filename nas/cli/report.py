@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nas.names import STUDY_NAME
+from nas.cli.options import STUDY_NAME
 
 
 @click.command()
@@ -33,15 +33,15 @@ def report(name: str, storage: str | None, agent: str | None, out: Path | None, 
     """
     from rich.console import Console
 
-    from nas.report import build_report, default_out, render_table, write_report
-    from nas.storage import load_study
+    from nas.results.report import build_report, default_out, render_table, write_report
+    from nas.study import open_study
 
     if layers_of is not None:
-        from nas.profile import layer_table
+        from nas.results import layer_table
 
-        Console().print(layer_table(load_study(name, storage), layers_of, agent))
+        Console().print(layer_table(open_study(name, storage), layers_of, agent))
         return
-    result = build_report(load_study(name, storage), agent=agent)
+    result = build_report(open_study(name, storage), agent=agent)
     folder = out or default_out(name)
     paths = write_report(result, folder)
     err = Console(stderr=True)

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from nas.names import STUDY_NAME
-from nas.numbers import FiniteFloatRange
+from nas.cli.options import STUDY_NAME, FiniteFloatRange
 
 if TYPE_CHECKING:
     import optuna
@@ -90,7 +89,7 @@ def status(name: str, storage: str | None) -> None:
 def _run(name: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
     import optuna
 
-    from nas.progress import StudyProgress
+    from nas.cli.progress import StudyProgress
     from nas.study import run_study
 
     if not click.get_current_context().find_root().obj.get("verbose"):
@@ -111,9 +110,9 @@ def _say_if_short(study: optuna.Study, console: Console) -> None:
     """A run that ended before its target (failed trials, --timeout) says how to go on."""
     from optuna.trial import TrialState
 
-    from nas.storage import study_config
+    from nas.study import study_config
 
-    target = study_config(study)["n_trials"]
+    target = study_config(study).n_trials
     trials = study.get_trials(deepcopy=False)
     complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     if complete < target:
@@ -126,9 +125,8 @@ def show_status(study: optuna.Study, console: Console) -> None:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    from nas.pareto import pareto_front
-    from nas.records import records
-    from nas.storage import study_config
+    from nas.results import pareto_front
+    from nas.study import records, study_config
 
     config = study_config(study)
     trials = records(study)
@@ -139,13 +137,13 @@ def show_status(study: optuna.Study, console: Console) -> None:
     front = pareto_front(study)
     console.print(f"study [bold]{study.study_name}[/]: {len(trials)} trials "
                   f"({', '.join(f'{n} {s}' for s, n in counts.items() if n)}; {infeasible} of the complete "
-                  f"infeasible), target {config['n_trials']} complete; Pareto set: {len(front)} trials")
+                  f"infeasible), target {config.n_trials} complete; Pareto set: {len(front)} trials")
     table = Table("objective", "direction", "best", "trial")
-    for index, objective in enumerate(config["objectives"]):
+    for index, objective in enumerate(config.objectives):
         feasible = [r for r in trials if r.feasible]
         if not feasible:
             continue
-        pick = max if objective["direction"] == "maximize" else min
+        pick = max if objective.direction == "maximize" else min
         best = pick(feasible, key=lambda r, i=index: r.values[i])
-        table.add_row(objective["label"], objective["direction"], f"{best.values[index]:.4g}", f"#{best.number}")
+        table.add_row(objective.label, objective.direction, f"{best.values[index]:.4g}", f"#{best.number}")
     console.print(table)

@@ -36,9 +36,6 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from device_agents.base import file_sha256
 from nas.errors import UserError
 
-CONFIG_KEY = "artifacts"
-LEGACY_KEY = "artifacts_dir"  # studies made before the artifact store: an absolute local folder
-
 
 def normalise_url(url: str) -> str:
     """The URL as stored with the study: ``s3://bucket[/prefix]`` or an absolute folder path."""
@@ -55,14 +52,6 @@ def normalise_url(url: str) -> str:
     if not url:
         raise UserError("artifacts URL is empty; give a folder or s3://bucket/prefix")
     return str(Path(url).expanduser().resolve())
-
-
-def study_artifacts_url(config: dict[str, Any]) -> str:
-    """Where the study's artifacts are: its ``artifacts`` URL, or the folder an older study recorded."""
-    url = config.get(CONFIG_KEY) or config.get(LEGACY_KEY)
-    if not url:
-        raise UserError("the study records no artifacts location")
-    return url
 
 
 class PrefixedStore:
@@ -179,10 +168,3 @@ class StudyArtifacts:
             except ArtifactNotFound:
                 return False
             return file_sha256(copy) == sha
-
-
-def study_artifacts(study: optuna.Study) -> StudyArtifacts:
-    """The artifacts of a study made by ``nas study start``, wherever its config says they are."""
-    from nas.storage import study_config
-
-    return StudyArtifacts(study, study_artifacts_url(study_config(study)))

@@ -8,10 +8,6 @@ would escape ``studies/`` or be read as part of the URL) out.
 
 from __future__ import annotations
 
-from typing import Any
-
-import click
-
 from device_agents.registry import NAME_PATTERN
 from nas.errors import UserError
 
@@ -23,18 +19,3 @@ def check_study_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise UserError(f"invalid study name {name!r}: use {RULE}")
     return name
-
-
-class StudyName(click.ParamType):
-    """The NAME argument of every study command, checked by click before the command runs."""
-
-    name = "name"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return check_study_name(value)
-        except UserError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-STUDY_NAME = StudyName()

@@ -8,9 +8,7 @@ mistake to report, not a value to coerce.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import optuna
 from pydantic import (
@@ -19,23 +17,16 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
+from torch import nn
 
 from device_agents.base import MeasureSettings
-from nas.data import check_source
+from nas.data import Dataset, check_source, load_dataset
 from nas.errors import UserError
+from nas.model import TrainResult, train
 from nas.spec import FORMS, ArchSpec, LayerSpec
-from nas.textfile import read_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 # metric -> optimisation direction; latency and memory are measured on an agent
 METRICS = {"accuracy": "maximize", "latency_ms": "minimize", "model_peak_mib": "minimize", "params": "minimize",
@@ -45,7 +36,6 @@ AGENT_METRICS = ("latency_ms", "model_peak_mib")
 # dense and materialised layers), and training keeps about four of them (weights, gradients, Adam's two
 # moments): at 16384 that is 1 GiB each, 4 GiB in all, the most a layer may take on a 16 GiB machine.
 MAX_WIDTH = 16384
-MAX_FILE_BYTES = 1 << 20  # a search space is a few hundred bytes; this bounds a read of /dev/zero
 SPLIT_SOURCES = ("digits", "kws", "mnist")  # the sources split here, by data.val_fraction and data.seed
 
 
@@ -65,6 +55,10 @@ class DataConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
     _check_dataset = field_validator("dataset")(check_source)
+
+    def load(self) -> Dataset:
+        """The dataset, split as these settings say: the one way every command loads a study's data."""
+        return load_dataset(self.dataset, self.val_fraction, self.seed)
 
 
 class LayerChoices(_Strict):
@@ -108,10 +102,28 @@ class Training(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
+    def run(self, model: nn.Module, data: Dataset, epochs: int | None = None) -> TrainResult:
+        """Train ``model`` on ``data`` with these settings (``epochs`` instead of theirs if given): how a
+        trial trains its candidate and ``nas pick --retrain-epochs`` retrains it."""
+        return train(model, data, epochs=epochs or self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+                     learning_rate=self.learning_rate, weight_decay=self.weight_decay, seed=self.seed)
+
 
 class Objective(_Strict):
     metric: Literal["accuracy", "latency_ms", "model_peak_mib", "params", "onnx_kb"]
     agent: str | None = Field(None, description="agent measuring latency/memory; default: the study's first")
+
+
+class ObjectiveLabel(BaseModel):
+    """An objective as a study records it: the metric, its direction, the agent it is measured on (for
+    latency and memory) and its label, ``latency_ms@pi4``: the study's metric names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    direction: Literal["maximize", "minimize"]
+    agent: str | None = None
+    label: str
 
 
 class Constraints(_Strict):
@@ -208,20 +220,20 @@ class SearchSpace(_Strict):
         """The choices for hidden layer ``index`` (0-based)."""
         return self.layer[index] if index < len(self.layer) else self.layers
 
-    def objective_labels(self, agents: list[str]) -> list[dict[str, Any]]:
+    def objective_labels(self, agents: list[str]) -> list[ObjectiveLabel]:
         """Each objective with its direction, agent and label (``latency_ms@pi4``), in value order."""
-        out = []
+        out: list[ObjectiveLabel] = []
         for objective in self.objectives:
             if objective.agent is not None and objective.agent not in agents:
                 raise SpaceError(f"objective {objective.metric}: agent {objective.agent!r} is not one of the "
                                  f"study's agents ({', '.join(agents)}); add it with --agent or change the objective")
             agent = (objective.agent or agents[0]) if objective.metric in AGENT_METRICS else None
             label = f"{objective.metric}@{agent}" if agent else objective.metric
-            if any(o["label"] == label for o in out):
+            if any(o.label == label for o in out):
                 raise SpaceError(f"objectives: {label} is listed twice (an objective without agent is on the "
                                  f"study's first agent, {agents[0]})")
-            out.append({"name": objective.metric, "direction": METRICS[objective.metric], "agent": agent,
-                        "label": label})
+            out.append(ObjectiveLabel(name=objective.metric, direction=METRICS[objective.metric], agent=agent,
+                                      label=label))
         return out
 
     def forms(self) -> list[str]:
@@ -277,69 +289,3 @@ def _check_objectives(objectives: list[Objective]) -> None:
         seen.add(key)
 
 
-def resolve_space_path(path: str | Path) -> Path:
-    """An existing file, or a shipped space's bare name (``digits`` -> search_spaces/digits.toml).
-
-    Only a bare name (no folder, no ``.toml``) means a shipped space: a mistyped path is an error, never
-    silently the shipped space of the same base name.
-    """
-    given = Path(path)
-    if str(path) and given.exists():
-        return given
-    shipped = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
-    if str(path) in shipped:
-        return BUILTIN_DIR / f"{path}.toml"
-    raise SpaceError(f"{path}: no such search-space file (shipped spaces, by bare name: {', '.join(shipped)})")
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """Parse and validate a search-space file; one-line SpaceError on any problem."""
-    path = resolve_space_path(path)
-    try:
-        text = read_text(path, MAX_FILE_BYTES)
-    except ValueError as exc:
-        raise SpaceError(f"{path}: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpaceError(f"{path}: not valid TOML: {exc}") from None
-    if not data:
-        raise SpaceError(f"{path}: no settings (an empty or comment-only file); start from a shipped space, "
-                         f"e.g. {BUILTIN_DIR / 'digits.toml'}")
-    data.setdefault("name", path.stem)
-    return space_from_dict(data, str(path))
-
-
-def space_from_dict(data: dict[str, Any], source: str = "<search space>") -> SearchSpace:
-    try:
-        return SearchSpace.model_validate(data)
-    except ValidationError as exc:
-        raise SpaceError(f"{source}: {_describe(exc.errors()[0])}") from None
-
-
-def _describe(error: dict[str, Any]) -> str:
-    """One line: the field, the bad value, what is allowed."""
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        parent = _model_at(error["loc"][:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "see the shipped search spaces"
-        return f"unknown field '{where}'; allowed here: {allowed}"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error" and not error["loc"]:
-        return message
-    return f"field '{where}': {message} (got {error.get('input')!r})"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = SearchSpace
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = model.model_fields.get(part)
-        annotation = getattr(info, "annotation", None)
-        args = getattr(annotation, "__args__", ())
-        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            return None
-        model = candidates[0]
-    return model

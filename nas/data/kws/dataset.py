@@ -31,8 +31,8 @@ import platformdirs
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nas.kws.espeak import Voice, synthesizer
-from nas.kws.features import log_mel, stack_frames
+from nas.data.kws.espeak import Voice, synthesizer
+from nas.data.kws.features import log_mel, stack_frames
 
 __all__ = ["KEYWORDS", "LABELS", "KwsConfig", "build_kws", "kws_arrays", "kws_cache_dir", "split_by_voice"]
 

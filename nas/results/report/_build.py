@@ -1,8 +1,8 @@
 """The Pareto report of a study: a terminal table, CSV/JSON files, a PNG and one offline HTML page.
 
 Everything here reads the typed trial records of ``nas.records`` and the study
-config (``nas.storage.study_config``); nothing is re-measured or re-trained. The Pareto set is
-computed by ``nas.pareto`` over the study's own objectives and cross-checked with Optuna's
+config (``nas.study.StudyConfig``); nothing is re-measured or re-trained. The Pareto set is
+computed by ``nas.results`` over the study's own objectives and cross-checked with Optuna's
 ``best_trials``.
 
 Files written (``studies/NAME/report/`` by default):
@@ -25,15 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from device_agents.base import fingerprint_key
-from nas.errors import UserError
-from nas.pareto import disagreement, is_feasible, pareto_front
-from nas.records import TrialData, TrialRecord
-from nas.storage import study_config, study_dir
+from nas.results._pareto import disagreement, is_feasible, pareto_front
+from nas.space import ObjectiveLabel
+from nas.storage import study_dir
+from nas.study import OpenedStudy, StudyConfig, TrialData, TrialRecord
 
 FILES = ("pareto.csv", "trials.csv", "pareto.json", "pareto.png", "report.html")
 STATUS_ORDER = ("pareto", "dominated", "infeasible", "failed", "running", "waiting", "pruned")
@@ -55,10 +54,10 @@ class Report:
     """Everything the outputs show, computed once from the study."""
 
     name: str
-    config: dict[str, Any]
+    config: StudyConfig
     agent: str
     agents: list[str]
-    objectives: list[dict[str, Any]]
+    objectives: list[ObjectiveLabel]
     trials: list[dict[str, Any]]
     pareto: list[dict[str, Any]]
     counts: dict[str, Any]
@@ -68,22 +67,19 @@ class Report:
 
     @property
     def constraints(self) -> dict[str, Any]:
-        return {k: v for k, v in (self.config.get("constraints") or {}).items() if v is not None}
+        return {k: v for k, v in self.config.constraints.model_dump().items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------------------
 # Building the report
 
 
-def build_report(study: optuna.Study, agent: str | None = None) -> Report:
-    """The report of ``study``, its latency and memory shown for ``agent`` (default: the primary)."""
-    config = study_config(study)
-    agents = list(config.get("agents") or [])
-    if agent is not None and agent not in agents:
-        raise UserError(f"study {study.study_name!r} was not measured on agent {agent!r}; "
-                        f"its agents: {', '.join(agents) or 'none'}")
-    focus = agent or (agents[0] if agents else "local")
-    objectives = list(config.get("objectives") or [])
+def build_report(opened: OpenedStudy, agent: str | None = None) -> Report:
+    """The report of a study, its latency and memory shown for ``agent`` (default: the primary)."""
+    study, config = opened.study, opened.config
+    agents = config.agents
+    focus = opened.agent(agent) if agent or agents else "local"
+    objectives = config.objectives
     trials = study.get_trials(deepcopy=False)
     front = pareto_front(study)
     on_front = {trial.number for trial in front}
@@ -181,7 +177,7 @@ def _fail_reason(trial: FrozenTrial, retried: set[int]) -> str:
     return "no reason recorded (the worker was killed or crashed?)"
 
 
-def _counts(trials: list[FrozenTrial], rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+def _counts(trials: list[FrozenTrial], rows: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]:
     statuses = Counter(row["status"] for row in rows)
     infeasible_by: Counter[str] = Counter()
     failed_by: Counter[str] = Counter()
@@ -193,7 +189,7 @@ def _counts(trials: list[FrozenTrial], rows: list[dict[str, Any]], config: dict[
             failed_by[_fail_reason(trial, retried)] += 1
     return {
         "trials": len(trials),
-        "target": config.get("n_trials"),
+        "target": config.n_trials,
         "complete": sum(1 for t in trials if t.state == TrialState.COMPLETE),
         "feasible": statuses["pareto"] + statuses["dominated"],
         **{status: statuses[status] for status in STATUS_ORDER},
@@ -264,8 +260,7 @@ def table_columns(report: Report) -> list[tuple[str, str, str]]:
 
 def objective_text(report: Report) -> str:
     arrows = {"maximize": "↑", "minimize": "↓"}
-    return ", ".join(f"{o.get('label') or o.get('name')} {arrows.get(o.get('direction'), '')}".strip()
-                     for o in report.objectives)
+    return ", ".join(f"{o.label} {arrows[o.direction]}" for o in report.objectives)
 
 
 def constraint_text(key: str, limits: dict[str, Any]) -> str:
@@ -368,7 +363,7 @@ def _jsonable(value: Any) -> Any:
 
 def pareto_document(report: Report) -> dict[str, Any]:
     """The content of pareto.json."""
-    labels = [o.get("label") or o.get("name") for o in report.objectives]
+    labels = [o.label for o in report.objectives]
     members = []
     for row in report.pareto:
         member = {k: v for k, v in row.items() if k not in (*_NOT_IN_PARETO, "values")}
@@ -376,13 +371,14 @@ def pareto_document(report: Report) -> dict[str, Any]:
         same = len(labels) == len(values)
         member["objectives"] = dict(zip(labels, values, strict=True)) if same else values
         members.append(member)
-    settings = {k: v for k, v in report.config.items() if k != "space"}
+    config = report.config.model_dump(mode="json")
     return _jsonable({
         "schema": 1, "study": report.name, "generated": report.generated, "agent": report.agent,
-        "agents": report.agents, "objectives": report.objectives,
-        "constraints": report.config.get("constraints"), "counts": report.counts, "warnings": report.warnings,
+        "agents": report.agents, "objectives": config["objectives"],
+        "constraints": config["constraints"], "counts": report.counts, "warnings": report.warnings,
         "pareto": members,
-        "fingerprints": report.fingerprints, "settings": settings, "space": report.config.get("space"),
+        "fingerprints": report.fingerprints, "settings": {k: v for k, v in config.items() if k != "space"},
+        "space": config["space"],
     })
 
 
@@ -756,13 +752,13 @@ def render_html(report: Report) -> str:
                    ("infeasible / failure", "why", "str")]
     all_rows = [{**row, "why": row.get("infeasible") or row.get("fail_reason")} for row in report.trials]
     fingerprints = _fingerprints_html(report.fingerprints)
-    config = report.config
+    config = report.config.model_dump(mode="json")
     keys = ("agents", "n_trials", "sampler", "seed", "constraints", "measure", "space_path", "artifacts",
             "artifacts_dir")
-    settings = {key: config[key] for key in keys if key in config}
+    settings = {key: config[key] for key in keys if config[key] is not None}
     settings["objectives"] = objective_text(report)
     warnings = "".join(f"<p class='warn'>{esc(line)}</p>" for line in report.warnings)
-    space = json.dumps(config.get("space"), indent=2) if config.get("space") is not None else "(not recorded)"
+    space = json.dumps(config["space"], indent=2) if config["space"] is not None else "(not recorded)"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(report.name)}: Pareto report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>

@@ -1,7 +1,8 @@
 """Where a study lives: its Optuna storage URL and its folder.
 
 Studies live under ``studies/NAME/`` relative to the working directory by default: ``study.db``
-(SQLite), ``artifacts/`` (the default artifact store, see ``nas.artifacts``) and ``report/``.
+(SQLite), ``artifacts/`` (the default artifact store, see ``nas.storage.StudyArtifacts``) and
+``report/``.
 A PostgreSQL URL works the same; the artifacts URL is recorded in the study so that workers,
 report and pick find it from any storage.
 """
@@ -20,12 +21,11 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import NullPool
 
 from nas.errors import UserError
-from nas.names import check_study_name
-from nas.storage_lock import creation_lock, remove_made
-from nas.storage_url import check_storage_url, engine_kwargs, shown, sqlite_path, storage_errors
+from nas.storage._lock import creation_lock, remove_made
+from nas.storage._names import check_study_name
+from nas.storage._url import check_storage_url, engine_kwargs, shown, sqlite_path, storage_errors
 
 STUDIES_DIR = Path("studies")
-CONFIG_ATTR = "nas.config"
 
 
 def study_dir(name: str) -> Path:
@@ -127,12 +127,3 @@ def load_study(name: str, storage: str | None = None, heartbeat: bool = False) -
         return optuna.load_study(study_name=name, storage=open_storage(name, storage, heartbeat))
     except KeyError as exc:
         raise UserError(f"no study {name!r} in {shown(storage_url(name, storage))}") from exc
-
-
-def study_config(study: optuna.Study) -> dict[str, Any]:
-    """The settings the study was started with (search space, agents, objectives, target trials...)."""
-    config = study.user_attrs.get(CONFIG_ATTR)
-    if config is None:
-        raise UserError(f"study {study.study_name!r} was not made by 'nas study start'")
-    return config
-

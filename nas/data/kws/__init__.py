@@ -5,14 +5,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from nas.kws.dataset import LABELS, KwsConfig, kws_arrays, split_by_voice
-
-if TYPE_CHECKING:
-    from nas.data import Dataset
+from nas.data._dataset import Dataset, from_arrays
+from nas.data.kws.dataset import LABELS, KwsConfig, kws_arrays, split_by_voice
 
 __all__ = ["LABELS", "KwsConfig", "load_kws"]
 
@@ -22,8 +18,6 @@ def load_kws(val_fraction: float = 0.15, seed: int = 0, config: KwsConfig | None
 
     Features are standardised per input with the training part's mean and deviation.
     """
-    from nas.data import _from_arrays
-
     arrays, _ = kws_arrays(config)
     train, val, test = split_by_voice(arrays["voice"], val_fraction, seed)
     X, y = arrays["X"], arrays["y"]
@@ -31,4 +25,4 @@ def load_kws(val_fraction: float = 0.15, seed: int = 0, config: KwsConfig | None
     X = (X - mean) / std
     parts = {"X_train": X[train], "y_train": y[train], "X_val": X[val], "y_val": y[val],
              "X_test": X[test], "y_test": y[test]}
-    return _from_arrays("kws", {name: np.asarray(value) for name, value in parts.items()})
+    return from_arrays("kws", {name: np.asarray(value) for name, value in parts.items()})

@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from nas.records import AgentMeasurement, TrialRecord
+from nas.study import AgentMeasurement, TrialRecord
 
 
 def trial_line(trial: FrozenTrial) -> str:

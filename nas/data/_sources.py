@@ -13,36 +13,15 @@ from __future__ import annotations
 
 import gzip
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from nas.data_checks import checked_arrays
+from nas.data._dataset import Dataset, from_arrays
 from nas.errors import UserError
 
 SOURCES = ("digits", "kws", "npz:PATH", "mnist:DIR", "python:module:function")
-
-
-@dataclass
-class Dataset:
-    name: str
-    X_train: torch.Tensor
-    y_train: torch.Tensor
-    X_val: torch.Tensor
-    y_val: torch.Tensor
-    X_test: torch.Tensor | None = None
-    y_test: torch.Tensor | None = None
-
-    @property
-    def in_features(self) -> int:
-        return int(self.X_train.shape[1])
-
-    @property
-    def num_classes(self) -> int:
-        return int(torch.cat([self.y_train, self.y_val]).max()) + 1
 
 
 def check_source(source: str) -> str:
@@ -74,12 +53,12 @@ def _load(source: str, val_fraction: float, seed: int) -> Dataset:
         digits = load_digits()
         return _split(source, digits.data / 16.0, digits.target, val_fraction, seed)
     if kind == "kws":
-        from nas.kws import load_kws
+        from nas.data.kws import load_kws
 
         return load_kws(val_fraction, seed)
     if kind == "npz":
         with np.load(Path(rest).expanduser()) as arrays:
-            return _from_arrays(source, dict(arrays))
+            return from_arrays(source, dict(arrays))
     if kind == "mnist":
         return _mnist(source, Path(rest).expanduser(), val_fraction, seed)
     module, function = rest.split(":")
@@ -87,12 +66,7 @@ def _load(source: str, val_fraction: float, seed: int) -> Dataset:
     if isinstance(result, Dataset):
         result = {key: getattr(result, key) for key in Dataset.__dataclass_fields__ if key != "name"}
     names = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
-    return _from_arrays(source, result if isinstance(result, dict) else dict(zip(names, result, strict=False)))
-
-
-def _from_arrays(name: str, arrays: dict[str, Any]) -> Dataset:
-    arrays = {key: value for key, value in arrays.items() if value is not None}
-    return Dataset(name=name, **{key: torch.from_numpy(value) for key, value in checked_arrays(arrays).items()})
+    return from_arrays(source, result if isinstance(result, dict) else dict(zip(names, result, strict=False)))
 
 
 def _split(name: str, X: Any, y: Any, val_fraction: float, seed: int, **test: Any) -> Dataset:
@@ -100,7 +74,7 @@ def _split(name: str, X: Any, y: Any, val_fraction: float, seed: int, **test: An
     n_val = max(1, int(round(len(y) * val_fraction)))
     val, train = order[:n_val], order[n_val:]
     X, y = np.asarray(X), np.asarray(y)
-    return _from_arrays(name, {"X_train": X[train], "y_train": y[train], "X_val": X[val], "y_val": y[val], **test})
+    return from_arrays(name, {"X_train": X[train], "y_train": y[train], "X_val": X[val], "y_val": y[val], **test})
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -25,8 +25,8 @@ import optuna
 
 from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
 from device_agents.runner import MEMORY_METHOD
-from nas.records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 from nas.spec import FORMS
+from nas.study._records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 
 # runner errors that mean "this model cannot run on this device", not "the device is in trouble"
 UNAVAILABLE_KINDS = ("model_load_failed", "run_failed", "unsupported_input")

@@ -28,11 +28,11 @@ import sqlalchemy
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from nas.storage_url import StorageError, engine_kwargs, sqlite_path, storage_errors
+from nas.storage._url import StorageError, engine_kwargs, sqlite_path, storage_errors
 
 LOCK_WAIT_S = 600  # a creation takes well under a second; a lock held longer is a stuck process
 _ADVISORY_KEY = 0x6E61730053544F52  # "nas\0STOR": the advisory lock's key in every database
-_MYSQL_LOCK = "nas.storage.create"
+_MYSQL_LOCK = "nas.storage._open.create"
 
 
 @contextlib.contextmanager

@@ -8,18 +8,16 @@ One candidate, start to finish (``CandidateEvaluator.__call__``):
    recorded as infeasible with its measured values, without minutes of training;
 3. the feasible ones are trained and validated;
 4. the spec, measurements, fingerprints and artifact ids go into trial user attributes (see
-   ``nas.records``); ONNX files and weights into the study's Optuna artifact store (``nas.artifacts``).
+   ``nas.study._records``); ONNX files and weights into the study's artifact store (``nas.storage``).
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +28,27 @@ from optuna.trial import TrialState
 from device_agents.base import Agent, AgentError
 from device_agents.pool import AgentPool
 from device_agents.registry import LOCAL, get_agent
-from nas.artifacts import CONFIG_KEY, StudyArtifacts, check_store, normalise_url, open_store, study_artifacts
-from nas.data import Dataset, load_dataset
-from nas.errors import UserError
-from nas.export import ExportError, export_onnx
-from nas.measure import MeasurementCache, device_seconds, measure_forms, model_facts
-from nas.model import build_model, deployed, spec_seed
-from nas.names import check_study_name
-from nas.records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
-from nas.reference import study_references
-from nas.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from nas.space import SearchSpace, load_space, space_from_dict
+from nas.data import Dataset
+from nas.model import ExportError, TrainingDiverged, build_model, deployed, export_onnx, spec_seed
+from nas.space import SearchSpace
 from nas.spec import ArchSpec
-from nas.storage import CONFIG_ATTR, creating_storage, load_study, storage_url, study_config, study_dir
-from nas.storage_url import check_storage_url
-from nas.train import TrainingDiverged, train, warm_up
+from nas.storage import StudyArtifacts
+from nas.study._config import StudyConfig
+from nas.study._forms import MeasurementCache, device_seconds, measure_forms, model_facts
+from nas.study._records import RETRY_ATTR, AgentMeasurement, FormMeasurement, TrialData
 
 INTERRUPTED = "interrupted (Ctrl-C)"
-SEED_MAX = 2**32 - 1  # numpy's (and so Optuna's samplers') seed range
+CATCH = (AgentError, ExportError, TrainingDiverged)  # a trial that fails with these fails alone: the study goes on
 
 
 class CandidateEvaluator:
     """The Optuna objective: one trial from sampled spec to stored, trained candidate."""
 
-    def __init__(self, config: dict[str, Any], pool: AgentPool, data: Dataset,
+    def __init__(self, config: StudyConfig, pool: AgentPool, data: Dataset,
                  cache: MeasurementCache, store: StudyArtifacts, references: dict[str, float]) -> None:
         self.config = config
-        self.references = references  # agent -> calibrated reference ms (nas.reference)
-        self.space: SearchSpace = space_from_dict(config["space"])
+        self.references = references  # agent -> calibrated reference ms (nas.study._reference)
+        self.space: SearchSpace = config.search_space
         self.pool = pool
         self.data = data
         self.cache = cache
@@ -104,7 +95,7 @@ class CandidateEvaluator:
             clock.lap("measure", device=sum(device_seconds(m) for m in record.agents.values()))
 
             winner = {agent: measured.winner for agent, measured in record.agents.items()}
-            primary = self.config["agents"][0]
+            primary = self.config.agents[0]
             spec = spec.with_form(winner[primary]) if spec.has_toeplitz else spec
             record.spec = spec.to_dict()
             figures = {agent: measured.chosen for agent, measured in record.agents.items()}
@@ -121,18 +112,15 @@ class CandidateEvaluator:
         values = {"accuracy": accuracy, "params": float(params),
                   "onnx_kb": record.onnx_bytes[winner[primary]] / 1024.0}
         return tuple(
-            values[o["name"]] if o["agent"] is None else getattr(figures[o["agent"]], _FIGURE[o["name"]])
-            for o in self.config["objectives"]
+            values[o.name] if o.agent is None else getattr(figures[o.agent], _FIGURE[o.name])
+            for o in self.config.objectives
         )
 
     def _export(self, model: torch.nn.Module, spec: ArchSpec, path: Path) -> Path:
         return export_onnx(deployed(model, spec), spec.in_features, path)
 
     def _train(self, record: TrialData, model: torch.nn.Module, clock: _Clock) -> float:
-        training = self.space.training
-        result = train(model, self.data, epochs=training.epochs, batch_size=training.batch_size,
-                       optimizer=training.optimizer, learning_rate=training.learning_rate,
-                       weight_decay=training.weight_decay, seed=training.seed)
+        result = self.space.training.run(model, self.data)
         record.accuracy, record.train_seconds, record.epochs = result.accuracy, result.seconds, result.epochs
         record.test_accuracy = result.test_accuracy
         clock.lap("train", train=result.seconds)
@@ -149,7 +137,7 @@ class CandidateEvaluator:
             return measure_forms(self.cache, agent, files, self.settings, tie_margin, sizes, lacking,
                                  self.references.get(agent.name), record.weight_bytes)
 
-        futures = {name: self.pool.call(name, on_device) for name in self.config["agents"]}
+        futures = {name: self.pool.call(name, on_device) for name in self.config.agents}
         errors = []
         for name, future in futures.items():
             try:
@@ -254,116 +242,4 @@ def _repeat(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial, record: Tria
         trial.set_constraint(key, value)
     return tuple(earlier.values)
 
-
-def make_config(space: SearchSpace, space_path: str, agents: list[str], n_trials: int, sampler: str, seed: int,
-                artifacts: str) -> dict[str, Any]:
-    """Everything ``resume``, ``report`` and ``pick`` need, stored in the study's user attributes."""
-    return {
-        "space": space.model_dump(mode="json"),
-        "space_path": space_path,
-        "agents": agents,
-        "objectives": space.objective_labels(agents),
-        "constraints": space.constraints.model_dump(),
-        "n_trials": n_trials,
-        "sampler": sampler,
-        "seed": seed,
-        CONFIG_KEY: artifacts,
-        "measure": space.measure.model_dump(),
-    }
-
-
-def start_study(name: str, space_path: str | Path, agents: list[str], n_trials: int, storage: str | None = None,
-                sampler: str = DEFAULT_SAMPLER, seed: int = 0, load_if_exists: bool = False,
-                artifacts: str | None = None) -> optuna.Study:
-    """Create the study (or, with ``load_if_exists``, reuse it) and record its settings.
-
-    Every input is checked before the storage is opened: name, storage URL, space, sampler, seed,
-    agents, data, artifacts (a folder or ``s3://bucket/prefix`` for ONNX files and weights;
-    default ``studies/NAME/artifacts``).
-    """
-    check_study_name(name)
-    check_storage_url(storage_url(name, storage))
-    space = load_space(space_path)
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    if not 0 <= seed <= SEED_MAX:
-        raise UserError(f"seed {seed} is out of range; allowed: 0..{SEED_MAX}")
-    agents = agents or [LOCAL]
-    for agent in agents:  # an unknown agent or unloadable data is refused before the study exists
-        if agent != LOCAL:
-            get_agent(agent)
-    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    space.check_data(data.in_features, data.num_classes, str(space_path))
-    artifacts = normalise_url(artifacts or str(study_dir(name) / "artifacts"))
-    check_store(artifacts)
-    config = make_config(space, str(space_path), agents, n_trials, sampler, seed, artifacts)
-    with creating_storage(name, storage) as opened:  # one creator at a time: the existence check holds
-        existed = name in optuna.get_all_study_names(opened)
-        study = optuna.create_study(study_name=name, storage=opened, load_if_exists=True,
-                                    directions=[o["direction"] for o in config["objectives"]])
-        if CONFIG_ATTR in study.user_attrs:
-            if not load_if_exists:
-                raise UserError(f"study {name!r} already exists; continue it with 'nas study resume {name}'")
-            return study
-        try:
-            open_store(artifacts, create=True)
-            study.set_metric_names([o["label"] for o in config["objectives"]])
-            study.set_user_attr(CONFIG_ATTR, config)
-        except BaseException:  # a study made here without its settings would block the name
-            if not existed:
-                optuna.delete_study(study_name=name, storage=opened)
-            raise
-    return study
-
-
-def run_study(name: str, storage: str | None = None, n_trials: int | None = None, timeout: float | None = None,
-              on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-              on_start: Callable[[int], None] | None = None) -> optuna.Study:
-    """Run trials until the study has its target number of complete trials (or ``timeout``).
-
-    ``n_trials`` raises the target. Killed trials of earlier runs stay out of the count; the
-    storage's heartbeat fails them and queues their parameters again once they are stale.
-    """
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise UserError(f"timeout {timeout:g} s: allowed: a finite number of seconds above 0")
-    study = load_study(name, storage, heartbeat=True)
-    config = study_config(study)
-    if n_trials is not None and n_trials != config["n_trials"]:
-        config["n_trials"] = n_trials
-        study.set_user_attr(CONFIG_ATTR, config)
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = config["n_trials"] - complete
-    if on_start:
-        on_start(max(remaining, 0))
-    if remaining <= 0:
-        return study
-
-    space = space_from_dict(config["space"])
-    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
-    study.sampler = make_sampler(config["sampler"], config["seed"], config["n_trials"])
-    store = study_artifacts(study)  # a worker that cannot reach the artifacts stops before any trial
-    _requeue_retryable(study)
-    with AgentPool() as pool:
-        for agent in config["agents"]:
-            pool.agent(agent)  # open every agent now: an unknown name fails before any trial starts
-        space_settings = space.measure.settings()
-        references = study_references(study, pool, config["agents"], space_settings)
-        evaluator = CandidateEvaluator(config, pool, data, MeasurementCache(study), store, references)
-        warm_up()
-        callbacks = [optuna.study.MaxTrialsCallback(config["n_trials"], states=(TrialState.COMPLETE,))]
-        if on_trial:
-            callbacks.append(on_trial)
-        study.optimize(evaluator, n_trials=remaining, timeout=timeout, callbacks=callbacks,
-                       catch=(AgentError, ExportError, TrainingDiverged),
-                       gc_after_trial=False)
-    return study
-
-
-def _requeue_retryable(study: optuna.Study) -> None:
-    """Queue again, once, the candidates whose trial failed for a passing reason (a device
-    unreachable, a runner that hung and was killed, an interrupted run)."""
-    retried = {TrialData.load(trial.user_attrs).retry_of for trial in study.get_trials(deepcopy=False)}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if TrialData.load(trial.user_attrs).retryable and trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 

@@ -29,13 +29,12 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from device_agents.base import file_sha256
-from nas.artifacts import study_artifacts
 from nas.errors import UserError
 from nas.model import build_model, deployed
-from nas.pareto import dominates, is_feasible, pareto_front
-from nas.records import TrialRecord
+from nas.results._pareto import dominates, is_feasible, pareto_front
 from nas.spec import FORMS, ArchSpec
-from nas.storage import study_config, study_dir
+from nas.storage import study_dir
+from nas.study import OpenedStudy, TrialRecord
 
 __all__ = ["Choice", "choose", "load_model", "write_bundle"]
 
@@ -96,27 +95,14 @@ def _describe(record: TrialRecord, agent: str) -> str:
     return "".join(parts) + ")"
 
 
-def _agent(config: dict[str, Any], study: optuna.Study, agent: str | None) -> str:
-    agents = list(config.get("agents") or [])
-    if agent is None:
-        if not agents:
-            raise UserError(f"study {study.study_name!r} records no agents")
-        return agents[0]
-    if agent not in agents:
-        raise UserError(f"study {study.study_name!r} was not measured on agent {agent!r}; "
-                        f"its agents: {', '.join(agents)}")
-    return agent
-
-
 def _dominator(trial: FrozenTrial, study: optuna.Study, front: list[FrozenTrial]) -> FrozenTrial | None:
     return next((other for other in front if dominates(other.values, trial.values, study.directions)), None)
 
 
-def choose(study: optuna.Study, trial: int | None = None, max_latency_ms: float | None = None,
+def choose(opened: OpenedStudy, trial: int | None = None, max_latency_ms: float | None = None,
            max_model_peak_mib: float | None = None, agent: str | None = None) -> Choice:
     """The trial to bundle: ``trial`` itself, or the most accurate trained trial within the limits."""
-    config = study_config(study)
-    agent = _agent(config, study, agent)
+    study, agent = opened.study, opened.agent(agent)
     front = pareto_front(study)
     on_front = {t.number for t in front}
     if trial is not None:
@@ -264,24 +250,19 @@ def _fingerprints(record: TrialRecord) -> dict[str, Any]:
     return out
 
 
-def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs: int | None = None,
+def write_bundle(opened: OpenedStudy, choice: Choice, out: Path, retrain_epochs: int | None = None,
                  form: str | None = None) -> Bundle:
     """Check and write the bundle of ``choice`` into ``out``; ``form`` overrides the winning form."""
-    from nas.data import load_dataset
-    from nas.export import export_onnx
-    from nas.space import space_from_dict
-    from nas.train import accuracy, train
+    from nas.model import accuracy, export_onnx
 
-    config = study_config(study)
     record = choice.record
     form = form or choice.form
     spec = record.spec.with_form(form) if form in FORMS else record.spec
-    space = space_from_dict(config["space"])
-    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    space, data = opened.space, opened.data
     if data.in_features != spec.in_features:
         raise UserError(f"dataset {space.data.dataset} has {data.in_features} features, trial "
                         f"{record.number} expects {spec.in_features}")
-    store = study_artifacts(study)
+    store = opened.artifacts
     artifacts = record.data.artifacts or {}
     model = build_model(spec)
     with tempfile.TemporaryDirectory(prefix="nas-weights-") as tmp:
@@ -291,11 +272,8 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
     search_accuracy = record.data.accuracy
     retrain = None
     if retrain_epochs:
-        training = space.training
-        model = build_model(spec, seed=training.seed)
-        result = train(model, data, epochs=retrain_epochs, batch_size=training.batch_size,
-                       optimizer=training.optimizer, learning_rate=training.learning_rate,
-                       weight_decay=training.weight_decay, seed=training.seed)
+        model = build_model(spec, seed=space.training.seed)
+        result = space.training.run(model, data, epochs=retrain_epochs)
         model.eval()
         retrain = {"epochs": retrain_epochs, "accuracy": result.accuracy, "seconds": result.seconds,
                    "search_epochs": record.data.epochs, "search_accuracy": search_accuracy}
@@ -316,7 +294,7 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
         (staging / "arch.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
         metrics = {
             "schema": 1,
-            "study": study.study_name,
+            "study": opened.name,
             "trial": record.number,
             "code": spec.code,
             "widths": spec.widths,
@@ -335,9 +313,9 @@ def write_bundle(study: optuna.Study, choice: Choice, out: Path, retrain_epochs:
             "fingerprints": _fingerprints(record),
             "input": {"name": check["input_name"], "shape": ["batch", spec.in_features], "dtype": "float32"},
             "output": {"shape": ["batch", spec.num_classes], "meaning": "class logits (argmax = class)"},
-            "data": config["space"].get("data"),
-            "training": config["space"].get("training"),
-            "measure": config.get("measure"),
+            "data": space.data.model_dump(mode="json"),
+            "training": space.training.model_dump(mode="json"),
+            "measure": opened.config.measure.model_dump(mode="json"),
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (staging / "README.md").write_text(bundle_readme(metrics))

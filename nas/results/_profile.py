@@ -10,13 +10,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import optuna
 from rich.table import Table
 
 from device_agents.base import Agent, MeasureSettings
 from nas.errors import UserError
-from nas.records import TrialRecord
 from nas.spec import ArchSpec
+from nas.study import OpenedStudy, TrialRecord
 
 
 def layer_times(agent: Agent, model: Path, spec: ArchSpec, settings: MeasureSettings) -> dict[str, float]:
@@ -38,30 +37,24 @@ def layer_times(agent: Agent, model: Path, spec: ArchSpec, settings: MeasureSett
     return times
 
 
-def layer_table(study: optuna.Study, number: int, agent: str | None = None) -> Table:
-    """Profile trial ``number`` of ``study`` on ``agent`` (default: the study's first) as a table."""
+def layer_table(opened: OpenedStudy, number: int, agent: str | None = None) -> Table:
+    """Profile trial ``number`` of a study on ``agent`` (default: the study's first) as a table."""
     from device_agents import registry
-    from nas.artifacts import study_artifacts
-    from nas.export import export_onnx
-    from nas.model import build_model, deployed, spec_seed
-    from nas.space import space_from_dict
-    from nas.storage import study_config
+    from nas.model import build_model, deployed, export_onnx, spec_seed
 
-    config = study_config(study)
-    agents = list(config.get("agents") or [])
-    agent = agent or agents[0]
-    trials = study.get_trials(deepcopy=False)
+    agent = opened.agent(agent)
+    trials = opened.study.get_trials(deepcopy=False)
     found = next((t for t in trials if t.number == number), None)
     record = TrialRecord.from_trial(found) if found is not None else None
     if record is None or record.spec is None:
-        raise UserError(f"study {study.study_name!r} has no trial {number} with an architecture")
+        raise UserError(f"study {opened.name!r} has no trial {number} with an architecture")
     form = record.winner(agent) or record.spec.form
     spec = record.spec.with_form(form) if record.spec.has_toeplitz else record.spec
-    settings = space_from_dict(config["space"]).measure.settings()
+    settings = opened.space.measure.settings()
     stored = (record.data.artifacts or {}).get("onnx", {}).get(form)
     with tempfile.TemporaryDirectory(prefix="nas-profile-") as tmp, registry.open_agent(agent) as device:
         if stored:  # the trained model; latency does not depend on the weights, so else the untrained one
-            model = study_artifacts(study).download(stored, Path(tmp) / "model.onnx")
+            model = opened.artifacts.download(stored, Path(tmp) / "model.onnx")
         else:
             model = export_onnx(deployed(build_model(spec, seed=spec_seed(spec)), spec), spec.in_features,
                                 Path(tmp) / "model.onnx")

@@ -17,7 +17,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.records import TrialData
+from nas.study import TrialData
 
 Direction = str | StudyDirection
 
