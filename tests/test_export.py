@@ -93,7 +93,7 @@ def test_export_in_a_fresh_process_is_quiet_and_identical(
 ) -> None:
     torch.save(model, tmp_path / "model.pt")
     code = (
-        "import sys, torch; from pathlib import Path; from nas.export import export_onnx; "
+        "import sys, torch; from pathlib import Path; from nas import export_onnx; "
         "from nas.layers import deploy; m = torch.load(sys.argv[1], weights_only=False); "
         "[export_onnx(deploy(m, f), int(sys.argv[2]), Path(sys.argv[3]) / f'{f}.onnx') for f in sys.argv[4:]]"
     )

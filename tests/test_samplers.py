@@ -9,7 +9,7 @@ import time
 import optuna
 import pytest
 
-from nas import study as engine
+from nas.study import _engine as engine
 from nas.study import make_sampler, nsga2_population, startup_trials
 from nas.study._engine import _same_candidate
 

@@ -193,7 +193,7 @@ def test_a_failed_start_removes_the_storage_it_made_and_nothing_else(work: Path,
     space = write_space(work)
     shared = f"sqlite:///{work / 'shared' / 'studies.db'}"
     start_study("first", space, ["local"], 1, storage=shared, sampler="random")
-    monkeypatch.setattr("nas.study._engine.open_store", broken_store)
+    monkeypatch.setattr("nas.study._run.open_store", broken_store)
     with pytest.raises(OSError, match="disk full"):
         start_study("second", space, ["local"], 1, storage=shared, sampler="random")
     assert optuna.get_all_study_names(shared) == ["first"]
