@@ -382,7 +382,8 @@ def test_an_interrupted_trial_is_recorded_as_interrupted_and_redone(nas_env, tmp
 
 
 def test_a_repeated_candidate_is_one_point_saying_how_many_trials_it_covers(nas_env, tmp_path):
-    from nas.results.report._build import _points, build_report, plotly_figure, write_png
+    from nas.results.report import build_report, plotly_figure, write_png
+    from nas.results.report._plot import _points
     from nas.storage import load_study
     from nas.study import open_study, run_study, start_study
 

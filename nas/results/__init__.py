@@ -7,8 +7,9 @@ from nas._faces import lazy_face
 _EXPORTS = {
     "disagreement": "_pareto", "dominates": "_pareto", "is_feasible": "_pareto", "non_dominated": "_pareto",
     "pareto_front": "_pareto", "pareto_trials": "_pareto",
-    "Choice": "_bundle", "choose": "_bundle", "check_onnx": "_bundle", "default_folder": "_bundle",
-    "write_bundle": "_bundle", "load_model": "_bundle", "BUNDLE_FILES": "_bundle",
+    "Choice": "_pick", "choose": "_pick",
+    "BUNDLE_FILES": "_bundle", "check_onnx": "_bundle", "default_folder": "_bundle", "write_bundle": "_bundle",
+    "load_model": "_load",
     "layer_table": "_profile", "layer_times": "_profile",
 }
 __all__ = sorted(_EXPORTS)
