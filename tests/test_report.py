@@ -135,6 +135,8 @@ def test_a_memory_figure_below_the_weights_is_flagged_in_lines_and_tables(in_tmp
     assert "read a model memory below their own weights (trials 0)" in " ".join(count_lines(result))
     table = CliRunner().invoke(report_command, ["floored"])
     assert "implausible on" in table.output, table.output
+    trials = pd.read_csv(write_report(result, in_tmp / "out")["trials.csv"])
+    assert list(trials["implausible"]) == ["local"]
 
 
 def test_report_cli_formats(made_study):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from nas.results.report._build import Report
+from nas.results.report._build import FLAGS, Report
 from nas.results.report._html import render_html
 from nas.results.report._plot import write_png
 from nas.storage import study_dir
@@ -30,7 +30,7 @@ def csv_columns(agents: list[str]) -> list[str]:
                  for what in ("latency_ms", "p90_ms", "ci_ms", "timed_ms", "device_speed", "model_peak_mib",
                               "process_peak_mib", "form")]
     return ["trial", "status", "code", "widths", "form", "params", "onnx_kb", "weight_kb", "accuracy", "test_accuracy",
-            *per_agent, "unstable", "slowed", "infeasible", "fail_reason", "epochs", "train_seconds"]
+            *per_agent, *FLAGS, "infeasible", "fail_reason", "epochs", "train_seconds"]
 
 
 def pareto_frame(report: Report) -> pd.DataFrame:
