@@ -63,8 +63,29 @@ import signal
 import sys
 import time
 
-SCHEMA = 3
-LOCKED_EVENT = {"event": "locked"}
+# The wire protocol, written here once: the host side imports these from this file.
+SCHEMA = 3  # of the result line; the host refuses another
+LOCKED_EVENT = "locked"  # {"event": "locked"}: the runner holds the device lock (the host's timeout starts)
+DONE_EVENT = "done"  # {"event": "done", "status": S}: a served request ended, its child's exit status S
+# How a model is measured: (name, type, default, help) per knob. The runner's options are made from
+# this table, and so are the host's MeasureSettings (``device_agents.protocol``), so a knob's name
+# and default are written once.
+MEASURE_KNOBS = (
+    ("threads", int, 1, "onnxruntime intra-op threads"),
+    ("batch", int, 1, "batch size of the random input"),
+    ("warmup", int, 5, "untimed runs before sampling"),
+    ("min_runs", int, 20, "samples per round, at least"),
+    ("min_seconds", float, 0.2, "seconds per round, at least"),
+    ("min_sample_ms", float, 1.0, "calls per sample so that one lasts this long"),
+    ("max_seconds", float, 60.0, "the measurement's own time limit"),
+    ("max_spread", float, 0.25, "re-measure while IQR/median is above"),
+    ("max_rounds", int, 3, "rounds at most while too spread"),
+    ("pin_cpu", int, None, "run on this CPU only"),
+    ("speed_tolerance", float, 0.3, "how much slower than --reference-ms a round may run and still be used"),
+    ("max_wait_seconds", float, 2.0, "how long to set slowed rounds aside before using the least slowed one"),
+    ("reference_ms", float, None,
+     "the device's calibrated reference time (--calibrate): rounds run slower are set aside"),
+)
 # How the model's own memory is read (bump when it changes: cached measurements are keyed by it).
 # 2: on an emulated device, the bytes the model holds (see ``_model_memory``); the resident peak elsewhere.
 MEMORY_METHOD = 2
@@ -772,7 +793,7 @@ class _DeviceLock:
             self.handle.truncate(0)
             self.handle.write(str(os.getpid()))
             self.handle.flush()
-        _emit(LOCKED_EVENT)
+        _emit({"event": LOCKED_EVENT})
         return self
 
     def __exit__(self, *exc):
@@ -818,22 +839,8 @@ def _parser():
     parser.add_argument("--calibrate-seconds", type=float, default=1.0, help="how long --calibrate samples")
     parser.add_argument("--profile", action="store_true", help="also return time per layer (onnxruntime profiler)")
     parser.add_argument("--sha256", action="append", help="expected content hash of each --model, in order")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--min-runs", type=int, default=20, help="samples per round, at least")
-    parser.add_argument("--min-seconds", type=float, default=0.2, help="seconds per round, at least")
-    parser.add_argument("--min-sample-ms", type=float, default=1.0, help="calls per sample so that one lasts this long")
-    parser.add_argument("--max-seconds", type=float, default=60.0)
-    parser.add_argument("--max-spread", type=float, default=0.25, help="re-measure while IQR/median is above")
-    parser.add_argument("--max-rounds", type=int, default=3)
-    parser.add_argument("--reference-ms", type=float, default=None,
-                        help="the device's calibrated reference time (--calibrate): rounds run slower are set aside")
-    parser.add_argument("--speed-tolerance", type=float, default=0.3,
-                        help="how much slower than --reference-ms a round may run and still be used")
-    parser.add_argument("--max-wait-seconds", type=float, default=2.0,
-                        help="how long to set slowed rounds aside before using the least slowed one")
-    parser.add_argument("--pin-cpu", type=int, default=None)
+    for name, kind, default, text in MEASURE_KNOBS:
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
     parser.add_argument("--lock", help="file to flock so one measurement runs at a time on this device")
     parser.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for --lock")
     parser.add_argument("--run-id", help="a token naming this run, for --kill-run")
@@ -870,7 +877,7 @@ def serve():
         status, pending = _serve_one(json.loads(line.decode()), pending)
         if status is None:
             return 0
-        _emit({"event": "done", "status": status})
+        _emit({"event": DONE_EVENT, "status": status})
         _reap()  # while the host goes on; before the next request, which it must not overlap
 
 

@@ -13,9 +13,9 @@ import json
 import threading
 from collections.abc import Iterator
 
-from device_agents.base import DeviceError, RunnerDeadline
-
-DONE_EVENT = b'{"event": "done"'
+from device_agents.base import RunnerDeadline
+from device_agents.errors import DeviceError
+from device_agents.protocol import DONE_MARK
 
 
 class RequestOutput:
@@ -32,7 +32,7 @@ class RequestOutput:
         self._partial += data
         while b"\n" in self._partial:
             line, _, self._partial = self._partial.partition(b"\n")
-            if line.startswith(DONE_EVENT):
+            if line.startswith(DONE_MARK):
                 self.status = json.loads(line)["status"]
                 return True
             self.out += line + b"\n"

@@ -252,13 +252,15 @@ def test_a_form_the_device_cannot_load_is_unavailable_not_a_failure(agent, tmp_p
     assert measured.forms["dense"].available and measured.forms["dense"].median_ms > 0
 
 
-def test_runner_defaults_are_the_settings_defaults():
-    """One default per knob: the runner's own match MeasureSettings', which the space file takes."""
+def test_the_settings_reach_the_runner_as_they_were_meant():
+    """The host builds the runner's options from the runner's own knob table: what the runner parses
+    from them is the settings, knob for knob, defaults and None alike; the space's [measure] defaults
+    are the runner's."""
     from nas.space import Measure
 
-    runner = vars(parse_args(["--model", "m.onnx"]))
-    for name, value in MeasureSettings().to_dict().items():
-        assert runner[name] == value, name
+    for settings in (MeasureSettings(), MeasureSettings(threads=2, min_seconds=0.05, pin_cpu=0, reference_ms=1e-3 / 3)):
+        parsed = vars(parse_args(["--model", "m.onnx", *settings.runner_args()]))
+        assert {name: parsed[name] for name in settings.to_dict()} == settings.to_dict()
     assert Measure().settings() == MeasureSettings()
 
 

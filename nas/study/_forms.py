@@ -24,7 +24,7 @@ import onnx
 import optuna
 
 from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
-from device_agents.runner import MEMORY_METHOD
+from device_agents.protocol import MEMORY_METHOD
 from nas.spec import FORMS
 from nas.study._records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 
