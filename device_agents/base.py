@@ -23,7 +23,13 @@ from device_agents.errors import (  # noqa: F401 - their home until every caller
     RunnerOutputError,
     RunnerTimeout,
 )
-from device_agents.protocol import LOCKED_MARK, RUNNER_SCHEMA, MeasureSettings, parse_runner_output  # noqa: F401
+from device_agents.protocol import (  # noqa: F401
+    LOCKED_MARK,
+    RUNNER_SCHEMA,
+    MeasureSettings,
+    RunnerResult,
+    parse_runner_output,
+)
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
@@ -87,11 +93,11 @@ class Agent(ABC):
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds it may wait for the device lock first
 
     @abstractmethod
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> RunnerResult:
         """The device's fingerprint and whether ONNX DFT runs (runner ``--probe``)."""
 
     @abstractmethod
-    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> RunnerResult:
         """Run the runner on the device with ``models`` (copied there if needed, each passed as
         ``--model PATH --sha256 HASH``) and ``args``; its parsed result."""
 
@@ -100,12 +106,12 @@ class Agent(ABC):
         limit per model, plus the agent's command timeout."""
         return self.command_timeout + settings.max_seconds * models
 
-    def measure(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
+    def measure(self, model: Path, settings: MeasureSettings) -> RunnerResult:
         """Measure one model in a fresh process on the device; the runner's parsed result."""
         settings = self.settings_for(settings)
         return self.run_models([Path(model)], settings.runner_args(), self.timeout_for(settings))
 
-    def compare(self, models: list[Path], settings: MeasureSettings) -> dict[str, Any]:
+    def compare(self, models: list[Path], settings: MeasureSettings) -> RunnerResult:
         """Measure several models interleaved in one process (``paired``: per-model figures, ratios)."""
         settings = self.settings_for(settings)
         args = ["--paired", *settings.runner_args()]
@@ -119,9 +125,9 @@ class Agent(ABC):
         """
         settings = self.settings_for(settings)
         args = ["--calibrate", "--calibrate-seconds", str(seconds), *settings.runner_args()]
-        return self.run_models([], args, self.timeout_for(settings))["calibration"]["reference_ms"]
+        return self.run_models([], args, self.timeout_for(settings)).calibration.reference_ms
 
-    def profile(self, model: Path, settings: MeasureSettings) -> dict[str, Any]:
+    def profile(self, model: Path, settings: MeasureSettings) -> RunnerResult:
         """Measure one model with onnxruntime's profiler on: adds ``layers_ms`` (ms per call per layer)."""
         settings = self.settings_for(settings)
         return self.run_models([Path(model)], ["--profile", *settings.runner_args()], self.timeout_for(settings))
@@ -133,7 +139,7 @@ class Agent(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """The device fingerprint, probed once per agent object."""
         if getattr(self, "_fingerprint", None) is None:
-            self._fingerprint = self.probe()["fingerprint"]
+            self._fingerprint = self.probe().fingerprint
         return self._fingerprint
 
     def close(self) -> None:  # noqa: B027 - optional hook, most agents hold nothing

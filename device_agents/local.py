@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from device_agents._home import nas_home
 from device_agents.base import (
@@ -29,6 +29,7 @@ from device_agents.base import (
     file_sha256,
     parse_runner_output,
 )
+from device_agents.protocol import RunnerResult
 from device_agents.served import RequestOutput, one_request_at_a_time
 
 
@@ -51,11 +52,11 @@ class LocalAgent(Agent):
         self._server: _Server | None = None
         self._serve_lock = threading.Lock()  # one request at a time on the server's pipe
 
-    def _run(self, args: list[str], deadline: RunnerDeadline) -> dict[str, Any]:
+    def _run(self, args: list[str], deadline: RunnerDeadline) -> RunnerResult:
         with one_request_at_a_time(self._serve_lock, deadline, self.name):
             return self._served_call(args, deadline)
 
-    def _served_call(self, args: list[str], deadline: RunnerDeadline) -> dict[str, Any]:
+    def _served_call(self, args: list[str], deadline: RunnerDeadline) -> RunnerResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = ["--lock", str(self.workdir / "device.lock"), "--lock-timeout", str(self.lock_timeout), *args]
         if self._server is None or not self._server.alive():
@@ -70,11 +71,11 @@ class LocalAgent(Agent):
                               f"{stderr.strip()[-300:]}", "killed")
         return parse_runner_output(stdout if stdout.strip() else stdout + stderr[-500:], self.name)
 
-    def probe(self, dft_model: Path | None = None) -> dict[str, Any]:
+    def probe(self, dft_model: Path | None = None) -> RunnerResult:
         deadline = RunnerDeadline(self.command_timeout, self.lock_timeout)
         return self._run(["--probe", *(["--model", str(dft_model)] if dft_model else [])], deadline)
 
-    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> RunnerResult:
         files = [part for model in models for part in ("--model", str(model), "--sha256", file_sha256(model))]
         return self._run([*files, *args], RunnerDeadline(timeout, self.lock_timeout))
 

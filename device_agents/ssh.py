@@ -56,6 +56,7 @@ from device_agents.base import (
     DeviceError,
     MeasureSettings,
     RunnerDeadline,
+    RunnerResult,
     RunnerTimeout,
     file_sha256,
     parse_runner_output,
@@ -501,7 +502,7 @@ class SSHAgent(Agent):
             self._uploaded.add(digest)
         return remote
 
-    def _runner_call(self, args: list[str], timeout: float) -> dict[str, Any]:
+    def _runner_call(self, args: list[str], timeout: float) -> RunnerResult:
         """Run the runner: ``lock_timeout`` s to get the device lock, then ``timeout`` s; killed past that.
 
         Requests go to one serving runner per connection (``runner.py --serve``, started on first use),
@@ -517,7 +518,7 @@ class SSHAgent(Agent):
             return self._served_call([python, runner, "--serve"], lock, args, deadline)
 
     def _served_call(self, command: list[str], lock: str, args: list[str], deadline: RunnerDeadline
-                     ) -> dict[str, Any]:
+                     ) -> RunnerResult:
         python = command[0]
         server = self._serving(command)
         try:
@@ -615,7 +616,7 @@ class SSHAgent(Agent):
 
     # --- the Agent interface --------------------------------------------------------------------
 
-    def probe(self, dft_model: Path | None = None) -> dict[str, Any]:
+    def probe(self, dft_model: Path | None = None) -> RunnerResult:
         """Fingerprint the device; with ``dft_model`` (default: the built-in probe) whether DFT runs."""
         if dft_model is None:
             from device_agents.probe_models import probe_models
@@ -623,12 +624,12 @@ class SSHAgent(Agent):
             dft_model = probe_models()[0]
         digest = file_sha256(dft_model)
 
-        def operation() -> dict[str, Any]:
+        def operation() -> RunnerResult:
             remote = self._upload(dft_model, digest)
             return self._runner_call(["--probe", "--model", remote], self.command_timeout)
 
         result, _ = self._retrying(operation)
-        self._fingerprint = result["fingerprint"]
+        self._fingerprint = result.fingerprint
         return result
 
     def settings_for(self, settings: MeasureSettings) -> MeasureSettings:
@@ -637,7 +638,7 @@ class SSHAgent(Agent):
             return dataclasses.replace(settings, threads=self.target.threads)
         return settings
 
-    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict[str, Any]:
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> RunnerResult:
         digests = [file_sha256(model) for model in models]
         started = time.monotonic()
 
@@ -647,7 +648,7 @@ class SSHAgent(Agent):
                 files += ["--model", self._upload(model, digest), "--sha256", digest]
             return files
 
-        def operation() -> dict[str, Any]:
+        def operation() -> RunnerResult:
             files = upload()
             try:
                 return self._runner_call([*files, *args], timeout)
@@ -663,9 +664,8 @@ class SSHAgent(Agent):
             return self._runner_call([*upload(), *args], timeout)
 
         result, attempts = self._retrying(operation)
-        self._fingerprint = result.get("fingerprint", self._fingerprint)
-        result["attempts"] = attempts
-        result["host_wall_s"] = time.monotonic() - started
+        self._fingerprint = result.fingerprint or self._fingerprint
+        result.attempts, result.host_wall_s = attempts, time.monotonic() - started
         return result
 
     def run_checked(self, argv: list[str], timeout: float | None = None) -> str:
@@ -757,9 +757,9 @@ def _lost_or_killed(transport: paramiko.Transport, address: str) -> int:
     return -1
 
 
-def require_runtime(agent: SSHAgent, probe: dict[str, Any]) -> None:
+def require_runtime(agent: SSHAgent, probe: RunnerResult) -> None:
     """A DeviceError saying what to install when the device lacks numpy or onnxruntime."""
-    fingerprint = probe["fingerprint"]
+    fingerprint = probe.fingerprint
     python = agent.target.python
     if not fingerprint.get("onnxruntime"):
         raise DeviceError(

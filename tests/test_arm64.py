@@ -37,13 +37,13 @@ def test_add_reports_aarch64_and_measures_in_order(nas_env, board_agent, onnx_mo
         small = agent.measure(onnx_models["small"], QUICK)
         large = agent.measure(onnx_models["large"], QUICK)
     for result in (small, large):
-        assert result["ok"] and result["fingerprint"]["machine"] == "aarch64"
-        latency = result["latency_ms"]
+        assert result.ok and result.fingerprint["machine"] == "aarch64"
+        latency = result.latency_ms
         assert (
-            0 < latency["min"] <= latency["median"] <= latency["p90"] and latency["count"] >= QUICK.min_runs
+            0 < latency.min <= latency.median <= latency.p90 and latency.count >= QUICK.min_runs
         )
-        assert result["memory_kb"]["after_runs"]["peak_kb"] > 0 and result["started_at"] < result["ended_at"]
-    assert large["latency_ms"]["median"] > small["latency_ms"]["median"]
+        assert result.memory_kb.after_runs.peak_kb > 0 and result.started_at < result.ended_at
+    assert large.latency_ms.median > small.latency_ms.median
 
 
 ARM64_SPACE = small_space("arm64-fast", """
@@ -77,12 +77,12 @@ def test_a_small_study_on_the_arm64_board_completes(nas_env, board_agent, tmp_pa
     assert len(complete) == 2, [TrialData.load(t.user_attrs).fail_reason for t in trials]
     for trial in complete:
         forms = TrialData.load(trial.user_attrs).agents[board_agent].forms
-        assert forms and all(f.runner["fingerprint"]["machine"] == "aarch64" for f in forms.values())
+        assert forms and all(f.runner.fingerprint["machine"] == "aarch64" for f in forms.values())
         assert all(f.median_ms > 0 for f in forms.values())
         assert forms["fft"].available  # the ONNX DFT form ran on the board
         weights = TrialData.load(trial.user_attrs).weight_bytes
         for form, figures in forms.items():  # the device's own figure, before the floor
-            assert figures.runner["memory_kb"]["model_peak_kb"] * 1024 >= weights[form], (form, figures.runner)
+            assert figures.runner.memory_kb.model_peak_kb * 1024 >= weights[form], (form, figures.runner)
             assert not figures.implausible and figures.memory_method == "held"
 
 
@@ -114,10 +114,10 @@ def test_the_board_reads_every_model_at_least_at_its_weights(board_agent, tmp_pa
     with registry.open_agent(board_agent) as agent:
         for name, path in files.items():
             result = agent.measure(path, QUICK)
-            memory, weights = result["memory_kb"], model_facts(path)[0]
-            assert result["fingerprint"]["emulator"] == "qemu-user"
-            assert memory["method"] == "held" and memory["model_peak_kb"] == memory["held_kb"], memory
-            assert memory["model_peak_kb"] * 1024 >= weights, (name, memory, weights)
+            memory, weights = result.memory_kb, model_facts(path)[0]
+            assert result.fingerprint["emulator"] == "qemu-user"
+            assert memory.method == "held" and memory.model_peak_kb == memory.held_kb, memory
+            assert memory.model_peak_kb * 1024 >= weights, (name, memory, weights)
             assert not form_measurement(result, weight_bytes=weights).implausible
 
 
@@ -130,7 +130,7 @@ def test_dense_against_toeplitz_memory_points_the_same_way_as_on_the_local_agent
     ratios = {}
     for name in ("local", board_agent):
         with registry.open_agent(name) as agent:
-            memory = {form: agent.measure(files[form], QUICK)["memory_kb"]["model_peak_kb"]
+            memory = {form: agent.measure(files[form], QUICK).memory_kb.model_peak_kb
                       for form in ("dense", "fft")}
         ratios[name] = memory["dense"] / memory["fft"]
     assert ratios["local"] > 4 and ratios[board_agent] > 4, ratios
@@ -184,7 +184,7 @@ def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(bo
         assert isinstance(outcome.get("error"), RunnerTimeout), outcome
         assert gone(pid, wait=30), "the stopped runner is still on the board"
         result = agent.measure(onnx_models["small"], QUICK)
-    assert result["ok"] and result["fingerprint"]["machine"] == "aarch64"
+    assert result.ok and result.fingerprint["machine"] == "aarch64"
 
 
 def test_a_board_outage_prints_one_line_per_retry_and_no_traceback(nas_env, board_agent, arm64_board,

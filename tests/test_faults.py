@@ -116,8 +116,8 @@ def test_pool_overlaps_agents_only_on_different_machines():
     agents = {"a": _TimedAgent("a", "boot-1"), "b": _TimedAgent("b", "boot-2"), "c": _TimedAgent("c", "boot-1")}
     with AgentPool(opener=agents.__getitem__) as pool:
         a, b, c = (f.result() for f in pool.measure_all([(n, Path("m.onnx"), QUICK) for n in "abc"]))
-    assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"]  # two machines: in parallel
-    assert a["ended_at"] <= c["started_at"] or c["ended_at"] <= a["started_at"]  # one machine: in turn
+    assert a.started_at < b.ended_at and b.started_at < a.ended_at  # two machines: in parallel
+    assert a.ended_at <= c.started_at or c.ended_at <= a.started_at  # one machine: in turn
 
 
 # --- the runner on the device ------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_waiting_for_the_device_lock_does_not_count_against_the_timeout(nas_env,
         result = agent.measure(onnx_models["small"], short)
         timer.join()
     well_formed(result)
-    assert result["started_at"] >= released["at"] - 0.5
+    assert result.started_at >= released["at"] - 0.5
 
     with registry.open_agent(loop_agent, lock_timeout=1.0) as agent, open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from device_agents import registry
 from device_agents.base import MeasureSettings
 from device_agents.probe_models import mlp_model
+from device_agents.protocol import RunnerResult
 from device_agents.runner import parse_args
 from nas.model import build_model, deployed, export_onnx
 from nas.spec import ArchSpec, LayerSpec
@@ -53,7 +54,7 @@ def test_model_peak_follows_the_weights_not_the_process(agent, tmp_path):
     models = {"dense256": _export(tmp_path, _square(256), "dense256"),
               "dense2048": _export(tmp_path, _square(2048), "dense2048"),
               "toeplitz2048": _export(tmp_path, _square(2048, "toeplitz", 2), "toeplitz2048")}
-    peak = {name: agent.measure(path, QUICK)["memory_kb"]["model_peak_kb"] * 1024 for name, path in models.items()}
+    peak = {name: agent.measure(path, QUICK).memory_kb.model_peak_kb * 1024 for name, path in models.items()}
     weights = {name: model_facts(path)[0] for name, path in models.items()}
     assert peak["dense2048"] - peak["dense256"] >= 0.8 * (weights["dense2048"] - weights["dense256"]), (peak, weights)
     assert peak["toeplitz2048"] < peak["dense2048"] / 10, peak
@@ -68,20 +69,20 @@ def test_a_device_reads_every_model_at_least_at_its_weights(agent, tmp_path):
         path = _export(tmp_path, spec, name)
         weights = model_facts(path)[0]
         result = agent.measure(path, QUICK)
-        memory = result["memory_kb"]
-        assert result["fingerprint"]["emulator"] is None
-        assert memory["method"] == "peak" and memory["model_peak_kb"] == memory["resident_peak_kb"]
-        assert memory["held_kb"] * 1024 >= weights, (name, memory, weights)
-        assert memory["model_peak_kb"] * 1024 >= weights, (name, memory, weights)
+        memory = result.memory_kb
+        assert result.fingerprint["emulator"] is None
+        assert memory.method == "peak" and memory.model_peak_kb == memory.resident_peak_kb
+        assert memory.held_kb * 1024 >= weights, (name, memory, weights)
+        assert memory.model_peak_kb * 1024 >= weights, (name, memory, weights)
         assert not form_measurement(result, weight_bytes=weights).implausible
 
 
-def _result(model_peak_kb: float, method: str = "peak") -> dict:
+def _result(model_peak_kb: float, method: str = "peak") -> RunnerResult:
     """A runner result with the fields ``form_measurement`` reads."""
-    latency = {"median": 1.0, "ci_low": 0.9, "ci_high": 1.1, "p90": 1.2, "spread": 0.1, "unstable": False,
-               "number": 1}
-    return {"latency_ms": latency,
-            "memory_kb": {"model_peak_kb": model_peak_kb, "method": method, "after_runs": {"peak_kb": 9000}}}
+    latency = {"median": 1.0, "ci_low": 0.9, "ci_high": 1.1, "p90": 1.2, "min": 0.8, "mean": 1.0, "iqr": 0.1,
+               "count": 10}
+    return RunnerResult(latency_ms=latency, memory_kb={"model_peak_kb": model_peak_kb, "method": method,
+                                                       "after_runs": {"peak_kb": 9000, "rss_kb": 9000}})
 
 
 def test_a_memory_figure_below_the_weights_is_flagged_and_floored():
@@ -96,14 +97,14 @@ def test_a_memory_figure_below_the_weights_is_flagged_and_floored():
 
 def test_latency_is_per_call_from_samples_of_many_calls(agent, tmp_path):
     tiny = mlp_model(tmp_path / "tiny.onnx", width=16, depth=1)
-    latency = agent.measure(tiny, QUICK)["latency_ms"]
+    latency = agent.measure(tiny, QUICK).latency_ms
     # a call of a 16-wide layer takes microseconds: one sample must hold many of them to last 1 ms;
     # the sizing may run in one of this VM's slow phases (the host slows the vCPU 2-3x for seconds),
     # so a timed sample is only required to last a quarter of that
-    assert latency["number"] > 10
-    assert latency["median"] * latency["number"] >= 0.25
-    assert latency["min"] <= latency["ci_low"] <= latency["median"] <= latency["ci_high"]
-    assert latency["median"] < 0.2, "the figure is per call, not per sample"
+    assert latency.number > 10
+    assert latency.median * latency.number >= 0.25
+    assert latency.min <= latency.ci_low <= latency.median <= latency.ci_high
+    assert latency.median < 0.2, "the figure is per call, not per sample"
 
 
 def test_every_measurement_is_paired_with_the_reference_workload(agent, tmp_path):
@@ -111,19 +112,19 @@ def test_every_measurement_is_paired_with_the_reference_workload(agent, tmp_path
     small, large = (mlp_model(tmp_path / f"{width}.onnx", width=width, depth=2) for width in (32, 512))
     results = {name: agent.measure(path, QUICK) for name, path in (("small", small), ("large", large))}
     for result in results.values():
-        reference = result["latency_ms"]["reference"]
-        assert reference["median"] > 0 and reference["ci_low"] <= reference["ratio"] <= reference["ci_high"]
+        reference = result.latency_ms.reference
+        assert reference.median > 0 and reference.ci_low <= reference.ratio <= reference.ci_high
         # the ratio of medians and the median of ratios agree when the device holds its speed
-        assert 0.5 < reference["ratio"] / (result["latency_ms"]["median"] / reference["median"]) < 2
+        assert 0.5 < reference.ratio / (result.latency_ms.median / reference.median) < 2
     # the same reference under two models: 512-wide layers cost far more of it than 32-wide ones
-    ratios = {name: result["latency_ms"]["reference"]["ratio"] for name, result in results.items()}
+    ratios = {name: result.latency_ms.reference.ratio for name, result in results.items()}
     assert ratios["large"] > 3 * ratios["small"], ratios
     figures = form_measurement(results["large"], reference_ms=0.02)
-    reference = results["large"]["latency_ms"]["reference"]
-    assert figures.median_ms == pytest.approx(reference["ratio"] * 0.02)
+    reference = results["large"].latency_ms.reference
+    assert figures.median_ms == pytest.approx(reference.ratio * 0.02)
     assert figures.ci_low_ms <= figures.median_ms <= figures.ci_high_ms
-    assert figures.timed_median_ms == results["large"]["latency_ms"]["median"]
-    assert figures.device_speed == pytest.approx(0.02 / reference["median"])
+    assert figures.timed_median_ms == results["large"].latency_ms.median
+    assert figures.device_speed == pytest.approx(0.02 / reference.median)
     assert form_measurement(results["large"]).median_ms == figures.timed_median_ms, "uncalibrated: as timed"
 
 
@@ -154,10 +155,10 @@ def test_a_study_records_latency_at_its_calibrated_speed(made_study):
              for form in measured.forms.values() if form.available]
     assert len(forms) >= 4
     for form in forms:
-        paired = form.runner["latency_ms"]["reference"]
-        assert form.median_ms == pytest.approx(paired["ratio"] * reference_ms)
-        assert form.device_speed == pytest.approx(reference_ms / paired["median"])
-        assert paired["calibrated_ms"] == reference_ms, "the runner waited for the device at the study's speed"
+        paired = form.runner.latency_ms.reference
+        assert form.median_ms == pytest.approx(paired.ratio * reference_ms)
+        assert form.device_speed == pytest.approx(reference_ms / paired.median)
+        assert paired.calibrated_ms == reference_ms, "the runner waited for the device at the study's speed"
 
 
 def test_a_study_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
@@ -184,8 +185,8 @@ def test_a_spread_above_the_limit_is_flagged_unstable(tmp_path, monkeypatch):
     with registry.open_agent("local") as local:
         strict = local.measure(model, MeasureSettings(min_runs=10, min_seconds=0.02, max_spread=1e-9, max_rounds=2))
         loose = local.measure(model, MeasureSettings(min_runs=10, min_seconds=0.02, max_spread=10.0, max_rounds=2))
-    assert strict["latency_ms"]["unstable"] and strict["latency_ms"]["rounds"] == 2
-    assert not loose["latency_ms"]["unstable"] and loose["latency_ms"]["rounds"] == 1
+    assert strict.latency_ms.unstable and strict.latency_ms.rounds == 2
+    assert not loose.latency_ms.unstable and loose.latency_ms.rounds == 1
 
 
 def test_a_device_slower_than_its_calibration_is_waited_for_then_flagged_slowed(agent, tmp_path):
@@ -195,14 +196,13 @@ def test_a_device_slower_than_its_calibration_is_waited_for_then_flagged_slowed(
 
     model = mlp_model(tmp_path / "m.onnx", width=64, depth=1)
     wait = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.05, max_rounds=1, max_wait_seconds=0.5)
-    slowed = agent.measure(model, replace(wait, reference_ms=1e-9))["latency_ms"]  # no device is this fast
-    at_speed = agent.measure(model, replace(wait, reference_ms=1e9))["latency_ms"]
-    assert slowed["slowed"] and slowed["rounds"] >= 4 and slowed["timed_s"] >= 0.45, slowed
-    assert not at_speed["slowed"] and at_speed["rounds"] == 1, at_speed
-    assert agent.measure(model, replace(wait, max_wait_seconds=0.0))["latency_ms"]["slowed"] is False, "uncalibrated"
+    slowed = agent.measure(model, replace(wait, reference_ms=1e-9)).latency_ms  # no device is this fast
+    at_speed = agent.measure(model, replace(wait, reference_ms=1e9)).latency_ms
+    assert slowed.slowed and slowed.rounds >= 4 and slowed.timed_s >= 0.45, slowed
+    assert not at_speed.slowed and at_speed.rounds == 1, at_speed
+    assert agent.measure(model, replace(wait, max_wait_seconds=0.0)).latency_ms.slowed is False, "uncalibrated"
 
-    figure = form_measurement({"latency_ms": slowed, "memory_kb": {"model_peak_kb": 1, "after_runs": {"peak_kb": 2}}},
-                              reference_ms=1e-9)
+    figure = form_measurement(_result(1.0).model_copy(update={"latency_ms": slowed}), reference_ms=1e-9)
     assert figure.slowed and "slowed" in agent_figures("local", AgentMeasurement(forms={"fft": figure}, winner="fft"))
 
 

@@ -91,7 +91,7 @@ def test_bundle_round_trips_in_the_chosen_form(at_root, capsys, monkeypatch):
     assert measured["forms"][form]["median_ms"] == record.latency_ms("local")
     assert measured["forms"][form]["model_peak_mib"] == record.model_peak_mib("local")
     assert set(measured["paired"]["forms"]) == set(FORMS) and measured["paired"]["ratios"]
-    assert metrics["fingerprints"]["local"]["machine"] == record.chosen("local").runner["fingerprint"]["machine"]
+    assert metrics["fingerprints"]["local"]["machine"] == record.chosen("local").runner.fingerprint["machine"]
     readme = (out / "README.md").read_text()
     assert 'ort.InferenceSession("model.onnx"' in readme and '{"x": x}' in readme
     assert "divided by 16" in readme and f"deployed form: `{form}`" in readme

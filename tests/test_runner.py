@@ -27,24 +27,24 @@ def mlp(tmp_path: Path, width: int) -> Path:
 
 def test_measurement_is_well_formed(agent, tmp_path):
     result = agent.measure(mlp(tmp_path, 32), FAST)
-    latency = result["latency_ms"]
-    assert latency["count"] >= 5
-    assert 0 < latency["min"] <= latency["median"] <= latency["p90"]
-    assert latency["iqr"] >= 0
-    memory = result["memory_kb"]
-    assert memory["after_runs"]["peak_kb"] >= memory["after_session"]["rss_kb"] > 0
-    assert result["session_ms"] > 0
-    assert result["started_at"] <= result["ended_at"]
-    assert result["fingerprint"]["machine"] and result["fingerprint"]["threads"] == 1
+    latency = result.latency_ms
+    assert latency.count >= 5
+    assert 0 < latency.min <= latency.median <= latency.p90
+    assert latency.iqr >= 0
+    memory = result.memory_kb
+    assert memory.after_runs.peak_kb >= memory.after_session.rss_kb > 0
+    assert result.session_ms > 0
+    assert result.started_at <= result.ended_at
+    assert result.fingerprint["machine"] and result.fingerprint["threads"] == 1
 
 
 def test_bigger_model_is_slower(agent, tmp_path):
     """Compared the paired way: both in one process, interleaved; the ratio's whole interval is below 1."""
-    paired = agent.compare([mlp(tmp_path, 16), mlp(tmp_path, 2048)], FAST)["paired"]
-    small, big = paired["models"]
-    (ratio,) = paired["ratios"]
-    assert (ratio["a"], ratio["b"]) == (0, 1) and ratio["ci_high"] < 1.0
-    assert small["median"] < big["median"] and small["number"] > big["number"]
+    paired = agent.compare([mlp(tmp_path, 16), mlp(tmp_path, 2048)], FAST).paired
+    small, big = paired.models
+    (ratio,) = paired.ratios
+    assert (ratio.a, ratio.b) == (0, 1) and ratio.ci_high < 1.0
+    assert small.median < big.median and small.number > big.number
 
 
 def test_unloadable_model_is_a_plain_error(agent, tmp_path):
@@ -73,7 +73,7 @@ def test_python_without_onnxruntime_gets_the_install_hint(tmp_path, monkeypatch)
 
 
 def test_probe_reports_the_device(agent):
-    fingerprint = agent.probe()["fingerprint"]
+    fingerprint = agent.probe().fingerprint
     assert fingerprint["cores"] >= 1 and fingerprint["onnxruntime"]
 
 
@@ -97,10 +97,10 @@ def test_each_measurement_is_a_fresh_child_of_one_server(agent, tmp_path):
     model = mlp(tmp_path, 32)
     first, second = agent.measure(model, FAST), agent.measure(model, FAST)
     server = agent._server.process
-    assert first["pid"] != second["pid"] and server.pid not in (first["pid"], second["pid"])
+    assert first.pid != second.pid and server.pid not in (first.pid, second.pid)
     assert agent._server.process is server  # started once
     # each child's peak is its own: the second measurement's model peak is not the first one's leftovers
-    assert abs(first["memory_kb"]["model_peak_kb"] - second["memory_kb"]["model_peak_kb"]) < 1024
+    assert abs(first.memory_kb.model_peak_kb - second.memory_kb.model_peak_kb) < 1024
     from tests.test_faults import gone
 
     assert all(gone(pid) for pid in _children(server.pid))  # no child outlives its measurement (reaped)
@@ -120,7 +120,7 @@ def test_a_timeout_kills_the_server_and_its_child_and_the_next_call_starts_anew(
     with pytest.raises(RunnerTimeout, match="it was killed"):
         agent.run_models([model], slow.runner_args(), timeout=1.0)
     assert server.poll() is not None and _children(server.pid) == []
-    assert agent.measure(model, FAST)["ok"] and agent._server.process is not server
+    assert agent.measure(model, FAST).ok and agent._server.process is not server
     agent.close()
 
 
@@ -153,7 +153,7 @@ def test_a_child_killed_mid_measurement_is_reported_and_the_server_goes_on(agent
     os.kill(measuring[0], signal.SIGKILL)
     thread.join(timeout=30)
     assert "killed by signal 9" in str(outcome.get("error")) and outcome["error"].kind == "killed", outcome
-    assert agent.measure(model, FAST)["ok"] and agent._server.process is server
+    assert agent.measure(model, FAST).ok and agent._server.process is server
 
 
 def test_a_killed_host_leaves_no_server_or_measurement_behind(tmp_path):
@@ -195,8 +195,8 @@ def test_a_forked_child_reports_the_same_model_peak_as_a_fresh_process(agent, tm
     from device_agents.base import RUNNER_PATH
 
     model = mlp(tmp_path, 1024)
-    served = agent.measure(model, FAST)["memory_kb"]
+    served = agent.measure(model, FAST).memory_kb
     fresh_run = subprocess.run([sys.executable, str(RUNNER_PATH), "--model", str(model), *FAST.runner_args()],
                                capture_output=True, text=True, timeout=120)
     fresh = json.loads(fresh_run.stdout.splitlines()[-1])["memory_kb"]
-    assert abs(served["model_peak_kb"] - fresh["model_peak_kb"]) < 0.1 * fresh["model_peak_kb"] + 256, (served, fresh)
+    assert abs(served.model_peak_kb - fresh["model_peak_kb"]) < 0.1 * fresh["model_peak_kb"] + 256, (served, fresh)

@@ -29,20 +29,20 @@ QUICK = MeasureSettings(warmup=2, min_runs=10, min_seconds=0.1, max_seconds=10.0
 
 
 def well_formed(result: dict) -> None:
-    assert result["schema"] == RUNNER_SCHEMA and result["ok"] is True
-    latency = result["latency_ms"]
-    assert 0 < latency["min"] <= latency["median"] <= latency["p90"]
-    assert latency["count"] >= QUICK.min_runs and latency["iqr"] >= 0
-    assert result["session_ms"] > 0
+    assert result.schema_ == RUNNER_SCHEMA and result.ok is True
+    latency = result.latency_ms
+    assert 0 < latency.min <= latency.median <= latency.p90
+    assert latency.count >= QUICK.min_runs and latency.iqr >= 0
+    assert result.session_ms > 0
     for stage in ("baseline", "after_session", "after_runs"):
-        assert result["memory_kb"][stage]["peak_kb"] >= result["memory_kb"][stage]["rss_kb"] > 0
-    assert result["started_at"] < result["ended_at"]
-    fingerprint = result["fingerprint"]
+        assert getattr(result.memory_kb, stage).peak_kb >= getattr(result.memory_kb, stage).rss_kb > 0
+    assert result.started_at < result.ended_at
+    fingerprint = result.fingerprint
     assert fingerprint["machine"] and fingerprint["onnxruntime"] and fingerprint["cores"] >= 1
 
 
 def never_overlap(results: list[dict]) -> None:
-    intervals = sorted((r["started_at"], r["ended_at"]) for r in results)
+    intervals = sorted((r.started_at, r.ended_at) for r in results)
     for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
         assert start >= end, f"measurements overlapped: {intervals}"
 
@@ -64,9 +64,9 @@ def test_add_then_measure_two_models_the_larger_is_slower(nas_env, loop_agent, o
         large = agent.measure(onnx_models["large"], QUICK)
     for result in (small, large):
         well_formed(result)
-        assert result["attempts"] == 1 and result["host_wall_s"] > 0
-    assert large["latency_ms"]["median"] > 3 * small["latency_ms"]["median"]
-    assert large["memory_kb"]["after_session"]["peak_kb"] > small["memory_kb"]["after_session"]["peak_kb"]
+        assert result.attempts == 1 and result.host_wall_s > 0
+    assert large.latency_ms.median > 3 * small.latency_ms.median
+    assert large.memory_kb.after_session.peak_kb > small.memory_kb.after_session.peak_kb
 
 
 def test_check_and_remove(nas_env, loop_agent):
@@ -255,7 +255,7 @@ def test_pool_never_measures_two_agents_on_one_machine_at_the_same_time(nas_env,
             [("local", onnx_models["small"], slow), (loop_agent, onnx_models["small"], slow)] * 2
         )
         results = [future.result(timeout=60) for future in futures]
-    assert len({r["fingerprint"]["boot_id"] for r in results}) == 1
+    assert len({r.fingerprint["boot_id"] for r in results}) == 1
     never_overlap(results)
 
 
@@ -350,7 +350,7 @@ def test_sshd_killed_during_a_measurement_is_retried_after_restart(nas_env, loop
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     well_formed(result)
-    assert result["attempts"] >= 2 and any("reconnecting" in line for line in outcome["log"])
+    assert result.attempts >= 2 and any("reconnecting" in line for line in outcome["log"])
     assert registry.get_agent(loop_agent)["state"] == "ok"
 
 
@@ -468,8 +468,8 @@ def test_a_study_on_the_loopback_agent_completes_though_sshd_is_killed_mid_measu
     measured = [TrialData.load(t.user_attrs).agents[loop_agent] for t in trials["COMPLETE"]]
     runs = [form.runner for m in measured for form in m.forms.values()]
     runs += [m.paired.runner for m in measured if m.paired]  # the interleaved run of the forms, if any
-    assert runs and all(r["fingerprint"]["machine"] == "x86_64" for r in runs)
-    assert sum(r["attempts"] for r in runs) > len(runs), output[-3000:]  # one was retried
+    assert runs and all(r.fingerprint["machine"] == "x86_64" for r in runs)
+    assert sum(r.attempts for r in runs) > len(runs), output[-3000:]  # one was retried
 
 
 @pytest.mark.slow
@@ -513,14 +513,14 @@ def test_measurements_share_one_serving_runner_each_in_a_fresh_child(nas_env, lo
     """One server per connection (Python and the imports paid once), a fresh forked child per measurement."""
     with registry.open_agent(loop_agent) as agent:
         results = [agent.measure(onnx_models[name], QUICK) for name in ("small", "large", "small")]
-        server = results[0]["server_pid"]
-        assert [r["server_pid"] for r in results] == [server] * 3
-        assert len({r["pid"] for r in results}) == 3 and server not in {r["pid"] for r in results}
+        server = results[0].server_pid
+        assert [r.server_pid for r in results] == [server] * 3
+        assert len({r.pid for r in results}) == 3 and server not in {r.pid for r in results}
         argv = Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")
         assert b"--serve" in argv and b"--run-id" in argv
         # the small model's peak is its own in each child, not what the large one left behind
-        small = [r["memory_kb"]["model_peak_kb"] for r in results[::2]]
-        assert results[1]["memory_kb"]["model_peak_kb"] > max(small)
+        small = [r.memory_kb.model_peak_kb for r in results[::2]]
+        assert results[1].memory_kb.model_peak_kb > max(small)
     deadline = time.monotonic() + 10  # closing the agent closes the channel: the server exits
     while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -55,7 +55,7 @@ def test_study_completes_with_a_non_dominated_pareto_set(workdir):
         record = TrialRecord.from_trial(trial)
         assert record.spec.layers and record.data.code == record.spec.code
         chosen = record.chosen("local")
-        assert chosen.median_ms > 0 and chosen.runner["fingerprint"]["machine"]
+        assert chosen.median_ms > 0 and chosen.runner.fingerprint["machine"]
         assert trial.values[1] == pytest.approx(record.latency_ms("local"))
         if record.data.trained:
             assert 0.1 < record.data.accuracy <= 1.0
@@ -113,9 +113,9 @@ def test_repeated_spec_is_not_measured_or_trained_again(workdir):
     assert second.data.repeat_of == first.number and second.values == first.values
     for form in ("fft", "dense"):
         measured, reused = (r.data.agents["local"].forms[form].runner for r in (first, second))
-        assert not measured["cached"]
+        assert not measured.cached
         # the same runner process produced both: it was not invoked again
-        assert (reused["pid"], reused["started_at"]) == (measured["pid"], measured["started_at"])
+        assert (reused.pid, reused.started_at) == (measured.pid, measured.started_at)
     assert second.data.timing is None, "a repeat is neither measured nor trained"
 
 
@@ -134,7 +134,7 @@ def test_measurement_cache_is_rebuilt_from_storage(workdir):
     settings = replace(settings, reference_ms=study.user_attrs[REFERENCE_ATTR]["local"])
     result = cache.measure(LocalAgent(), path, settings)
     stored = trial.chosen("local").runner
-    assert result["cached"] and result["pid"] == stored["pid"]
+    assert result.cached and result.pid == stored.pid
 
 
 def test_sigkill_mid_run_then_resume_keeps_every_complete_trial(workdir):

@@ -117,20 +117,20 @@ def main(argv: list[str] | None = None) -> int:
                 results, figures = _measure_at_speed(agent, path, at_reference, args.repeats)
                 medians = [figure.median_ms for figure in figures]
                 at_speed = [figure.median_ms for figure in figures if not figure.slowed]
-                timed = [r["latency_ms"]["median"] for r in results]
-                references = [r["latency_ms"]["reference"]["median"] for r in results]
+                timed = [r.latency_ms.median for r in results]
+                references = [r.latency_ms.reference.median for r in results]
                 spread = _spread(at_speed) if len(at_speed) >= MIN_AT_SPEED else math.inf
                 worst = max(worst, spread)
-                peak = statistics.median(r["memory_kb"]["model_peak_kb"] for r in results) / 1024
-                process = statistics.median(r["memory_kb"]["after_runs"]["peak_kb"] for r in results) / 1024
+                peak = statistics.median(r.memory_kb.model_peak_kb for r in results) / 1024
+                process = statistics.median(r.memory_kb.after_runs.peak_kb for r in results) / 1024
                 weights = model_facts(path)[0] / 2**20
                 shown = at_speed or medians
                 table.add_row(name, f"{statistics.median(shown):.4f}", f"{min(shown):.4f}-{max(shown):.4f}",
                               f"{spread:.1%}" if math.isfinite(spread) else f"{len(at_speed)} at speed: too few",
                               f"{len(results) - len(at_speed)} of {len(results)}", f"{_spread(medians):.1%}",
                               f"{_spread(timed):.1%}", f"{_spread(references):.1%}",
-                              str(results[0]["latency_ms"]["number"]),
-                              f"{sum(r['latency_ms']['unstable'] for r in results)}/{len(results)}",
+                              str(results[0].latency_ms.number),
+                              f"{sum(r.latency_ms.unstable for r in results)}/{len(results)}",
                               f"{peak:.2f}", f"{weights:.2f}", f"{process:.1f}")
                 memory_rows.append((name, peak, weights))
         console.print(table)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("measuring memory ..."):
             for width in (256, 2048):
                 path = _export(_spec([("dense", width, None)], in_features=width), folder / f"dense{width}.onnx")
-                peak = agent.measure(path, settings)["memory_kb"]["model_peak_kb"] / 1024
+                peak = agent.measure(path, settings).memory_kb.model_peak_kb / 1024
                 weights = model_facts(path)[0] / 2**20
                 growth[width] = (peak, weights)
                 memory.add_row(f"dense {width}-{width}-10", f"{peak:.2f}", f"{weights:.2f}")

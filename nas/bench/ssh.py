@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 result = agent.measure(model, settings)
                 wall = time.perf_counter() - started
-                overhead = wall - result["latency_ms"]["timed_s"]
+                overhead = wall - result.latency_ms.timed_s
                 overheads.append(overhead)
                 table.add_row(
                     name,
-                    f"{result['latency_ms']['median']:.3f}",
-                    f"{result['latency_ms']['timed_s']:.3f}",
+                    f"{result.latency_ms.median:.3f}",
+                    f"{result.latency_ms.timed_s:.3f}",
                     f"{wall:.3f}",
                     f"{overhead:.3f}",
                 )
@@ -146,7 +146,7 @@ def _cache_hits(agent, model: Path, settings) -> tuple[list[float], str]:  # noq
             started = time.perf_counter()
             result = cache.measure(agent, model, settings)
             hits.append(time.perf_counter() - started)
-            assert result["cached"]
+            assert result.cached
         return hits, "nas.measure.MeasurementCache.measure"
     store = {("key", model.name): agent.measure(model, settings)}
     for _ in range(50):

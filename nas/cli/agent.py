@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from device_agents import registry
-from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, fingerprint_key
+from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, RunnerResult, fingerprint_key
 from nas.cli.options import FiniteFloatRange
 from nas.errors import UserError
 
@@ -166,7 +166,7 @@ def add(
         calibration = ssh.measure(calibration_model, CALIBRATION_SETTINGS)
         workdir_abs = ssh.workdir
         address = ssh.address
-    fingerprint = probe["fingerprint"]
+    fingerprint = probe.fingerprint
     now = time.time()
     record = {
         "kind": "ssh",
@@ -179,15 +179,15 @@ def add(
         "state": "ok",
         "fingerprint": fingerprint,
         "fingerprint_key": fingerprint_key(fingerprint),
-        "dft": probe.get("dft"),
-        "dft_error": probe.get("dft_error"),
+        "dft": probe.dft,
+        "dft_error": probe.dft_error,
         "calibration": _summary(calibration),
     }
     registry.save_agent(name, record)
     console.print(_fingerprint_table(name, record))
-    if not probe.get("dft"):
+    if not probe.dft:
         _warn(
-            f"the device's onnxruntime cannot run ONNX DFT ({probe.get('dft_error')}): studies on {name} "
+            f"the device's onnxruntime cannot run ONNX DFT ({probe.dft_error}): studies on {name} "
             "will deploy the dense form of Toeplitz-like layers"
         )
     console.print(
@@ -288,7 +288,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     record = registry.get_agent(name) if name != registry.LOCAL else None
     with registry.open_agent(name, **({"log": _warn} if record else {})) as device:
         probe = device.probe(dft_model)
-        fingerprint = probe["fingerprint"]
+        fingerprint = probe.fingerprint
         if record is not None:
             if record.get("fingerprint_key") != fingerprint_key(fingerprint):
                 _warn(
@@ -300,8 +300,8 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                 name,
                 fingerprint=fingerprint,
                 fingerprint_key=fingerprint_key(fingerprint),
-                dft=probe.get("dft"),
-                dft_error=probe.get("dft_error"),
+                dft=probe.dft,
+                dft_error=probe.dft_error,
                 last_seen=time.time(),
                 state="ok",
             )
@@ -316,20 +316,20 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
             result = device.measure(model, replace(CALIBRATION_SETTINGS, reference_ms=reference_ms))
             results.append(result)
             figures.append(form_measurement(result, reference_ms, weights))
-            latency, memory = result["latency_ms"], result["memory_kb"]
+            latency, memory = result.latency_ms, result.memory_kb
             table.add_row(
                 str(index + 1),
-                f"{latency['median']:.4f}",
+                f"{latency.median:.4f}",
                 f"{figures[-1].median_ms:.4f}",
                 f"{figures[-1].device_speed:.2f}" if figures[-1].device_speed else "-",
-                f"{latency['ci_low']:.4f}-{latency['ci_high']:.4f}",
-                f"{latency['p90']:.4f}",
+                f"{latency.ci_low:.4f}-{latency.ci_high:.4f}",
+                f"{latency.p90:.4f}",
                 f"{figures[-1].spread:.1%}" + (" [yellow]unstable[/yellow]" if figures[-1].unstable else "")
                 + (" [yellow]slowed[/yellow]" if figures[-1].slowed else ""),
-                str(latency["number"]),
-                f"{memory['model_peak_kb'] / 1024:.2f}" + (" [yellow]implausible[/yellow]" if figures[-1].implausible
+                str(latency.number),
+                f"{memory.model_peak_kb / 1024:.2f}" + (" [yellow]implausible[/yellow]" if figures[-1].implausible
                                                           else ""),
-                f"{memory['after_runs']['peak_kb'] / 1024:.1f}",
+                f"{memory.after_runs.peak_kb / 1024:.1f}",
                 f"{time.monotonic() - started:.2f}",
             )
     console.print(
@@ -337,13 +337,13 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
             name,
             {
                 "fingerprint": fingerprint,
-                "dft": probe.get("dft"),
+                "dft": probe.dft,
                 "address": record.get("address") if record else "this host",
             },
         )
     )
     console.print(table)
-    medians = [r["latency_ms"]["median"] for r in results]
+    medians = [r.latency_ms.median for r in results]
     middle = statistics.median(medians)
     spread = (max(medians) - min(medians)) / middle if middle else 0.0
     unstable = sum(1 for figure in figures if figure.unstable)
@@ -418,18 +418,18 @@ def _memory_note(figures: list[Any], weights: int, fingerprint: dict[str, Any]) 
     return note
 
 
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    latency = result["latency_ms"]
+def _summary(result: RunnerResult) -> dict[str, Any]:
+    latency, memory = result.latency_ms, result.memory_kb
     return {
-        "median_ms": latency["median"],
-        "p90_ms": latency["p90"],
-        "iqr_ms": latency["iqr"],
-        "session_ms": result.get("session_ms"),
-        "unstable": result["latency_ms"]["unstable"],
-        "slowed": result["latency_ms"].get("slowed", False),
-        "model_peak_kb": result["memory_kb"]["model_peak_kb"],
-        "process_peak_kb": result["memory_kb"]["after_runs"]["peak_kb"],
-        "at": result.get("ended_at"),
+        "median_ms": latency.median,
+        "p90_ms": latency.p90,
+        "iqr_ms": latency.iqr,
+        "session_ms": result.session_ms,
+        "unstable": latency.unstable,
+        "slowed": latency.slowed,
+        "model_peak_kb": memory.model_peak_kb,
+        "process_peak_kb": memory.after_runs.peak_kb,
+        "at": result.ended_at,
     }
 
 

@@ -169,8 +169,8 @@ def _measurement_summary(record: TrialRecord) -> dict[str, Any]:
         for form, figures in measured.forms.items():
             out[agent]["forms"][form] = {
                 **figures.model_dump(exclude={"runner"}),
-                "runs": figures.runner.get("latency_ms", {}).get("count"),
-                "session_ms": figures.runner.get("session_ms"),
+                "runs": figures.runner.latency_ms.count if figures.runner and figures.runner.latency_ms else None,
+                "session_ms": figures.runner.session_ms if figures.runner else None,
             }
     return out
 
@@ -179,7 +179,7 @@ def _fingerprints(record: TrialRecord) -> dict[str, Any]:
     out = {}
     for agent, measured in record.data.agents.items():
         chosen = measured.chosen
-        if chosen is not None and chosen.runner.get("fingerprint"):
-            out[agent] = chosen.runner["fingerprint"]
+        if chosen is not None and chosen.runner is not None and chosen.runner.fingerprint:
+            out[agent] = chosen.runner.fingerprint
     return out
 

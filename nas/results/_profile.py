@@ -31,7 +31,7 @@ def layer_times(agent: Agent, model: Path, spec: ArchSpec, settings: MeasureSett
         names[str(2 * index)] = label
         names[str(2 * index + 1)] = f"{label} {spec.activation}"
     times: dict[str, float] = {}
-    for group, ms in agent.profile(model, settings)["layers_ms"].items():
+    for group, ms in agent.profile(model, settings).layers_ms.items():
         label = names.get(group, "other")
         times[label] = times.get(label, 0.0) + ms
     return times

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import onnx
 import optuna
 
 from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
-from device_agents.protocol import MEMORY_METHOD
+from device_agents.protocol import MEMORY_METHOD, RunnerResult
 from nas.spec import FORMS
 from nas.study._records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 
@@ -46,37 +46,34 @@ class MeasurementCache:
     """Runner results by cache key, filled from the study's trial records and from new measurements."""
 
     def __init__(self, study: optuna.Study | None = None) -> None:
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, RunnerResult] = {}
         for trial in study.get_trials(deepcopy=False) if study else ():
-            data = TrialData.load(trial.user_attrs)
-            for measured in data.agents.values():
-                runs = [form.runner for form in measured.forms.values()]
-                runs += [measured.paired.runner] if measured.paired else []
-                for result in runs:
-                    if result.get("cache_key"):
-                        self._entries.setdefault(result["cache_key"], result)
+            for measured in TrialData.load(trial.user_attrs).agents.values():
+                for result in _results(measured):
+                    if result.cache_key:
+                        self._entries.setdefault(result.cache_key, result)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> RunnerResult | None:
         return self._entries.get(key)
 
-    def measure(self, agent: Agent, model: Path, settings: MeasureSettings) -> dict[str, Any]:
+    def measure(self, agent: Agent, model: Path, settings: MeasureSettings) -> RunnerResult:
         """The cached result for this model on this agent, or a fresh measurement (then cached)."""
         key = cache_key(file_sha256(model), agent, settings)
         return self._cached(key, lambda: agent.measure(model, settings))
 
-    def compare(self, agent: Agent, models: list[Path], settings: MeasureSettings) -> dict[str, Any]:
+    def compare(self, agent: Agent, models: list[Path], settings: MeasureSettings) -> RunnerResult:
         """The cached paired measurement of these models (in this order), or a fresh one."""
         key = cache_key("paired:" + ",".join(file_sha256(m) for m in models), agent, settings)
         return self._cached(key, lambda: agent.compare(models, settings))
 
-    def _cached(self, key: str, run: Any) -> dict[str, Any]:
+    def _cached(self, key: str, run: Callable[[], RunnerResult]) -> RunnerResult:
         hit = self._entries.get(key)
         if hit is not None:
-            return {**hit, "cached": True}
-        result = {**run(), "cache_key": key, "cached": False}
+            return hit.model_copy(update={"cached": True})
+        result = run().model_copy(update={"cache_key": key, "cached": False})
         self._entries[key] = result
         return result
 
@@ -88,7 +85,7 @@ def model_facts(path: Path) -> tuple[int, set[str]]:
     return weights, {node.op_type for node in model.graph.node}
 
 
-def form_measurement(result: dict[str, Any], reference_ms: float | None = None,
+def form_measurement(result: RunnerResult, reference_ms: float | None = None,
                      weight_bytes: int | None = None) -> FormMeasurement:
     """The figures of one runner result (per call, MiB).
 
@@ -101,25 +98,23 @@ def form_measurement(result: dict[str, Any], reference_ms: float | None = None,
     own allocations); it is flagged ``implausible`` and the weights are used instead, so that such a
     model neither looks free on the memory objective nor passes a memory limit it does not meet.
     """
-    latency, memory = result["latency_ms"], result["memory_kb"]
-    paired = latency.get("reference")
-    median, low, high, p90, speed = latency["median"], latency["ci_low"], latency["ci_high"], latency["p90"], None
-    spread = latency["spread"]
-    raw, floor = memory["model_peak_kb"] / KIB_PER_MIB, (weight_bytes or 0) / 2**20
+    latency, memory, paired = result.latency_ms, result.memory_kb, result.latency_ms.reference
+    median, low, high, p90, spread = latency.median, latency.ci_low, latency.ci_high, latency.p90, latency.spread
+    speed = None
+    raw, floor = memory.model_peak_kb / KIB_PER_MIB, (weight_bytes or 0) / 2**20
     if reference_ms and paired:
-        speed = reference_ms / paired["median"]
-        median, low, high = (paired[key] * reference_ms for key in ("ratio", "ci_low", "ci_high"))
-        p90, spread = p90 * speed, paired["spread"]
+        speed = reference_ms / paired.median
+        median, low, high = (value * reference_ms for value in (paired.ratio, paired.ci_low, paired.ci_high))
+        p90, spread = p90 * speed, paired.spread
     return FormMeasurement(
-        median_ms=median, p90_ms=p90, ci_low_ms=low, ci_high_ms=high, timed_median_ms=latency["median"],
-        device_speed=speed, spread=spread, unstable=latency["unstable"], slowed=latency.get("slowed", False),
-        calls_per_sample=latency["number"], model_peak_mib=max(raw, floor), implausible=raw < floor,
-        memory_method=memory.get("method", "peak"), process_peak_mib=memory["after_runs"]["peak_kb"] / KIB_PER_MIB,
-        runner=result,
+        median_ms=median, p90_ms=p90, ci_low_ms=low, ci_high_ms=high, timed_median_ms=latency.median,
+        device_speed=speed, spread=spread, unstable=latency.unstable, slowed=latency.slowed,
+        calls_per_sample=latency.number, model_peak_mib=max(raw, floor), implausible=raw < floor,
+        memory_method=memory.method, process_peak_mib=memory.after_runs.peak_kb / KIB_PER_MIB, runner=result,
     )
 
 
-def choose_form(result: dict[str, Any], forms: list[str], sizes: dict[str, int], tie_margin: float
+def choose_form(result: RunnerResult, forms: list[str], sizes: dict[str, int], tie_margin: float
                 ) -> tuple[str, Paired]:
     """The form to deploy from a paired measurement of ``forms`` (in the order measured).
 
@@ -128,10 +123,9 @@ def choose_form(result: dict[str, Any], forms: list[str], sizes: dict[str, int],
     the smallest file among the tied ones (then the order of ``nas.spec.FORMS``). Noise widens the
     interval and so makes a tie, never a wrong winner.
     """
-    paired = result["paired"]
-    medians = {form: model["median"] for form, model in zip(forms, paired["models"], strict=True)}
-    ratios = [PairedRatio(a=forms[r["a"]], b=forms[r["b"]], ratio=r["ratio"], ci_low=r["ci_low"],
-                          ci_high=r["ci_high"]) for r in paired["ratios"]]
+    medians = {form: model.median for form, model in zip(forms, result.paired.models, strict=True)}
+    ratios = [PairedRatio(a=forms[r.a], b=forms[r.b], ratio=r.ratio, ci_low=r.ci_low, ci_high=r.ci_high)
+              for r in result.paired.ratios]
     fastest = min(forms, key=lambda form: medians[form])
     tied = [form for form in forms if form == fastest or _ratio_low(ratios, form, fastest) <= 1.0 + tie_margin]
     winner = min(tied, key=lambda form: (sizes.get(form, 0), _order(form)))
@@ -190,10 +184,11 @@ def measure_forms(cache: MeasurementCache, agent: Agent, files: dict[str, Path],
 
 def device_seconds(measured: AgentMeasurement) -> float:
     """Seconds the device spent in timed runs for this candidate (cached results cost none)."""
-    runs = [form.runner for form in measured.forms.values()] + ([measured.paired.runner] if measured.paired else [])
-    return sum(_timed_s(run) for run in runs if run and not run.get("cached"))
+    return sum(result.timed_s for result in _results(measured) if not result.cached)
 
 
-def _timed_s(result: dict[str, Any]) -> float:
-    return result["paired"]["timed_s"] if "paired" in result else result["latency_ms"]["timed_s"]
-
+def _results(measured: AgentMeasurement) -> list[RunnerResult]:
+    """The runner results one agent's measurement of a candidate holds: each form's, the paired one."""
+    results = [form.runner for form in measured.forms.values()]
+    results += [measured.paired.runner] if measured.paired else []
+    return [result for result in results if result is not None]

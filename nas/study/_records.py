@@ -13,12 +13,13 @@ Constraint values are also set with ``trial.set_constraint`` (feasible when <= 0
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from device_agents.protocol import RunnerResult
 from nas.spec import ArchSpec
 
 RECORD_SCHEMA = 1
@@ -28,6 +29,14 @@ RETRY_ATTR = "retry_of"  # set by ``enqueue_trial`` when a failed candidate is q
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _no_result(value: Any) -> Any:
+    """Records written before the runner's result was typed stored ``{}`` for "none"."""
+    return None if value == {} else value
+
+
+RunnerField = Annotated[RunnerResult | None, BeforeValidator(_no_result)]
 
 
 class FormMeasurement(_Model):
@@ -49,7 +58,7 @@ class FormMeasurement(_Model):
     memory_method: str | None = None  # "peak": resident peak during load and runs; "held": bytes allocated (emulated)
     implausible: bool = False  # the device's memory figure was below the model's weights, which are used instead
     process_peak_mib: float | None = None  # the whole runner process (Python, numpy, onnxruntime): context only
-    runner: dict[str, Any] = {}  # the runner's result as it came (with ``cache_key`` and ``cached``)
+    runner: RunnerField = None  # the runner's result as it came (with ``cache_key`` and ``cached``)
 
 
 class PairedRatio(_Model):
@@ -69,7 +78,7 @@ class Paired(_Model):
     median_ms: dict[str, float]
     ratios: list[PairedRatio]
     tied: list[str]  # the forms within the tie margin of the fastest; the smallest file among them won
-    runner: dict[str, Any] = {}
+    runner: RunnerField = None
 
 
 class AgentMeasurement(_Model):

@@ -179,11 +179,11 @@ def _fingerprints(trials: list[FrozenTrial], agents: list[str]) -> tuple[dict[st
         for agent, measured in TrialData.load(trial.user_attrs).agents.items():
             for form in measured.forms.values():
                 result = form.runner
-                fingerprint = result.get("fingerprint")
+                fingerprint = result.fingerprint if result is not None else None
                 if not fingerprint:
                     continue
                 keys.setdefault(agent, set()).add(fingerprint_key(fingerprint))
-                when = result.get("ended_at") or 0.0
+                when = result.ended_at or 0.0
                 if agent not in latest or when >= latest[agent][0]:
                     latest[agent] = (when, fingerprint)
     order = agents + sorted(set(latest) - set(agents))
