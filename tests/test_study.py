@@ -19,6 +19,7 @@ from nas.model import build_model, deployed, export_onnx, spec_seed
 from nas.results import dominates
 from nas.storage import load_study
 from nas.study import (
+    CONFIG_ATTR,
     REFERENCE_ATTR,
     MeasurementCache,
     TrialRecord,
@@ -163,6 +164,27 @@ def test_sigkill_mid_run_then_resume_keeps_every_complete_trial(workdir):
     assert len(after) == 5
     assert all(after[number] == values for number, values in before.items())
     assert "Pareto set" in done.stdout
+
+
+def test_settings_stored_before_they_had_a_version_read_and_resume(workdir):
+    """Studies started before StudyConfig stored the same fields as a plain dict, without a version."""
+    start_study("older", write_space(workdir), ["local"], n_trials=1, sampler="random")
+    study = load_study("older")
+    stored = dict(study.user_attrs[CONFIG_ATTR])
+    assert stored.pop("schema_version") == 1
+    study.set_user_attr(CONFIG_ATTR, stored)
+    config = study_config(load_study("older"))
+    assert config.agents == ["local"] and config.search_space.name == "fast" and config.n_trials == 1
+    assert [o.label for o in config.objectives] == ["accuracy", "latency_ms@local", "params"]
+    assert len(complete(run_study("older", n_trials=2))) == 2
+
+
+def test_settings_of_another_version_are_refused_not_misread(workdir):
+    start_study("newer", write_space(workdir), ["local"], n_trials=1, sampler="random")
+    study = load_study("newer")
+    study.set_user_attr(CONFIG_ATTR, {**study.user_attrs[CONFIG_ATTR], "schema_version": 99})
+    with pytest.raises(UserError, match="its settings have schema 99, this version of nas reads 1"):
+        run_study("newer")
 
 
 def test_status_reports_counts_and_best_values(workdir):
