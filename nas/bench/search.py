@@ -59,11 +59,10 @@ def hypervolume_curve(trials: list[optuna.trial.FrozenTrial], latency_ref: float
 
 def _largest_params(space_path: str) -> float:
     """log10 of the parameter count of the largest candidate (every layer dense at the widest width)."""
-    from nas.data import load_dataset
     from nas.space import load_space
 
     space = load_space(space_path)
-    data = load_dataset(space.data.dataset, space.data.val_fraction, space.data.seed)
+    data = space.data.load()
     widths = [data.in_features] + [max(space.backbone.widths)] * max(space.backbone.hidden_layers)
     params = sum(a * b + b for a, b in zip(widths, [*widths[1:], data.num_classes], strict=True))
     return math.log10(params)
