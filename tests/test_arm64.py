@@ -28,10 +28,10 @@ def board_agent(nas_env, arm64_board, add_args) -> str:  # noqa: ANN001
 
 def test_add_reports_aarch64_and_measures_in_order(nas_env, board_agent, onnx_models):
     record = registry.get_agent(board_agent)
-    fingerprint = record["fingerprint"]
+    fingerprint = record.fingerprint
     assert fingerprint["machine"] == "aarch64"
     assert fingerprint["qemu_cpu"] == "cortex-a72" and "Cortex-A72" in fingerprint["cpu_model"]
-    assert fingerprint["onnxruntime"] and record["dft"] is True
+    assert fingerprint["onnxruntime"] and record.dft is True
 
     with registry.open_agent(board_agent) as agent:
         small = agent.measure(onnx_models["small"], QUICK)
@@ -153,7 +153,7 @@ def test_up_prints_a_ready_to_paste_agent_add_line(nas_env, arm64_board):
     assert command[:3] == ["nas", "agent", "add"]
     result = nas_env.run(*command[1:])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert registry.get_agent(command[3])["fingerprint"]["machine"] == "aarch64"
+    assert registry.get_agent(command[3]).fingerprint["machine"] == "aarch64"
 
 
 def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(board_agent, arm64_board,

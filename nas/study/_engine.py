@@ -180,7 +180,7 @@ def _lacks(agent: str, ops: set[str]) -> str | None:
     """Why a model with these ops cannot run on a registered agent (its probe found no DFT), if so."""
     if "DFT" not in ops or agent == LOCAL:
         return None
-    if get_agent(agent).get("dft") is False:
+    if get_agent(agent).dft is False:
         return "the device's onnxruntime cannot run ONNX DFT (found by its probe)"
     return None
 
