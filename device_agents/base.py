@@ -14,22 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from device_agents.errors import (  # noqa: F401 - their home until every caller imports the package face
-    ERROR_HINTS,
-    RETRYABLE_KINDS,
-    AgentError,
-    AgentUnreachable,
-    DeviceError,
-    RunnerOutputError,
-    RunnerTimeout,
-)
-from device_agents.protocol import (  # noqa: F401
-    LOCKED_MARK,
-    RUNNER_SCHEMA,
-    MeasureSettings,
-    RunnerResult,
-    parse_runner_output,
-)
+from device_agents.protocol import LOCKED_MARK, MeasureSettings, RunnerResult
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 

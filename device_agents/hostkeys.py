@@ -23,7 +23,7 @@ from pathlib import Path
 import paramiko
 
 from device_agents._home import nas_home
-from device_agents.base import AgentError
+from device_agents.errors import AgentError
 
 
 class HostKeyError(AgentError):

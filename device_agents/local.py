@@ -23,13 +23,11 @@ from device_agents.base import (
     DEFAULT_LOCK_TIMEOUT,
     RUNNER_PATH,
     Agent,
-    DeviceError,
     RunnerDeadline,
-    RunnerTimeout,
     file_sha256,
-    parse_runner_output,
 )
-from device_agents.protocol import RunnerResult
+from device_agents.errors import DeviceError, RunnerTimeout
+from device_agents.protocol import RunnerResult, parse_runner_output
 from device_agents.served import RequestOutput, one_request_at_a_time
 
 

@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from device_agents.base import Agent, MeasureSettings
+from device_agents.base import Agent
+from device_agents.protocol import MeasureSettings
 
 
 class AgentPool:

@@ -6,7 +6,7 @@ first use, so that ``import nas.spec`` and friends stay light. ``docs/architectu
 packages.
 """
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {"load_model": "results", "export_onnx": "model"}
 __all__ = sorted(_EXPORTS)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from device_agents import registry
-from device_agents.base import MeasureSettings
+from device_agents import MeasureSettings, registry
 from nas.study import TrialData
 from tests.spaces import small_space
 
@@ -28,10 +27,10 @@ def board_agent(nas_env, arm64_board, add_args) -> str:  # noqa: ANN001
 
 def test_add_reports_aarch64_and_measures_in_order(nas_env, board_agent, onnx_models):
     record = registry.get_agent(board_agent)
-    fingerprint = record["fingerprint"]
+    fingerprint = record.fingerprint
     assert fingerprint["machine"] == "aarch64"
     assert fingerprint["qemu_cpu"] == "cortex-a72" and "Cortex-A72" in fingerprint["cpu_model"]
-    assert fingerprint["onnxruntime"] and record["dft"] is True
+    assert fingerprint["onnxruntime"] and record.dft is True
 
     with registry.open_agent(board_agent) as agent:
         small = agent.measure(onnx_models["small"], QUICK)
@@ -153,7 +152,7 @@ def test_up_prints_a_ready_to_paste_agent_add_line(nas_env, arm64_board):
     assert command[:3] == ["nas", "agent", "add"]
     result = nas_env.run(*command[1:])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert registry.get_agent(command[3])["fingerprint"]["machine"] == "aarch64"
+    assert registry.get_agent(command[3]).fingerprint["machine"] == "aarch64"
 
 
 def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(board_agent, arm64_board,
@@ -162,7 +161,7 @@ def test_a_stopped_runner_on_the_board_is_killed_and_the_board_measures_again(bo
     import signal
     import threading
 
-    from device_agents.base import RunnerTimeout
+    from device_agents import RunnerTimeout
     from tests.test_faults import gone, wait_for_runner
 
     hung = MeasureSettings(warmup=1, min_runs=5, min_seconds=4.0, max_seconds=5.0, max_spread=10.0)

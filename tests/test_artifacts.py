@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from device_agents.base import file_sha256
+from device_agents import file_sha256
 from nas.errors import UserError
 from nas.storage import StudyArtifacts, normalise_url
 from nas.study import CONFIG_ATTR, RECORD_ATTR, TrialData, run_study, start_study

@@ -63,8 +63,7 @@ def test_the_measure_benchmark_measures_a_slowed_run_again(tmp_path, monkeypatch
     """Slowed runs are measured again up to three times the repeats, and all of them are returned."""
     from dataclasses import replace
 
-    from device_agents.base import MeasureSettings
-    from device_agents.local import LocalAgent
+    from device_agents import LocalAgent, MeasureSettings
     from device_agents.probe_models import mlp_model
     from nas.bench.measure import ATTEMPTS, _measure_at_speed
 

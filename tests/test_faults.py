@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import registry
-from device_agents.base import (
+from device_agents import (
     Agent,
+    AgentPool,
     DeviceError,
     MeasureSettings,
     RunnerOutputError,
     RunnerTimeout,
     fingerprint_key,
     parse_runner_output,
+    registry,
 )
-from device_agents.pool import AgentPool
 from device_agents.probe_models import mlp_model
 from nas.study import TrialData
 from tests.spaces import small_space
@@ -195,7 +195,7 @@ def test_cut_runner_output_is_a_retryable_agent_error(nas_env, loop_agent, sshd,
 def test_fingerprint_names_the_runner_kernel_and_machine(nas_env, loop_agent):
     from device_agents.runner import runner_version
 
-    fingerprint = registry.get_agent(loop_agent)["fingerprint"]
+    fingerprint = registry.get_agent(loop_agent).fingerprint
     assert fingerprint["runner"] == runner_version() and len(fingerprint["runner"]) == 12
     assert fingerprint["release"] == os.uname().release
     assert fingerprint["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -257,7 +257,7 @@ def test_model_cache_stays_under_its_cap_least_recently_used_first(nas_env, sshd
 
 
 def agent_digest(path: Path) -> str:
-    from device_agents.base import file_sha256
+    from device_agents import file_sha256
 
     return file_sha256(path)
 
@@ -415,11 +415,11 @@ def test_demo_again_keeps_the_previous_demo_study(nas_env):
 
 
 def test_agent_set_changes_timeouts_and_cache_size_without_contacting_the_device(nas_env, loop_agent, sshd):
-    assert registry.get_agent(loop_agent)["command_timeout"] == 120.0
+    assert registry.get_agent(loop_agent).command_timeout == 120.0
     result = nas_env.run("agent", "set", loop_agent, "--timeout", "7", "--cache-mb", "50")
     assert result.exit_code == 0, result.output
     record = registry.get_agent(loop_agent)
-    assert (record["command_timeout"], record["cache_mb"], record["down_timeout"]) == (7.0, 50.0, 20.0)
+    assert (record.command_timeout, record.cache_mb, record.down_timeout) == (7.0, 50.0, 20.0)
     with registry.open_agent(loop_agent) as agent:
         assert (agent.command_timeout, agent.cache_mb) == (7.0, 50.0)
     for args, message in ((["set", loop_agent], "nothing to set"), (["set", "local", "--timeout", "3"], "built in"),

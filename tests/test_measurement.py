@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 from onnx import TensorProto, helper
 
-from device_agents import registry
-from device_agents.base import MeasureSettings
+from device_agents import MeasureSettings, RunnerResult, registry
 from device_agents.probe_models import mlp_model
-from device_agents.protocol import RunnerResult
 from device_agents.runner import parse_args
 from nas.model import build_model, deployed, export_onnx
 from nas.spec import ArchSpec, LayerSpec
@@ -165,7 +163,7 @@ def test_a_study_keeps_the_calibration_it_started_with(tmp_path, monkeypatch):
     """Resumed, or run by a worker on another host: the study's own calibration, not a new one."""
     import optuna
 
-    from device_agents.pool import AgentPool
+    from device_agents import AgentPool
     from nas.study import REFERENCE_ATTR, study_references
 
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "nas_home"))

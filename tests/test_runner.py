@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from device_agents.base import DeviceError, MeasureSettings
-from device_agents.local import LocalAgent
+from device_agents import DeviceError, LocalAgent, MeasureSettings
 from nas.model import export_onnx
 
 FAST = MeasureSettings(min_runs=5, min_seconds=0.02, warmup=1)
@@ -109,7 +108,7 @@ def test_each_measurement_is_a_fresh_child_of_one_server(agent, tmp_path):
 
 
 def test_a_timeout_kills_the_server_and_its_child_and_the_next_call_starts_anew(tmp_path, monkeypatch):
-    from device_agents.base import RunnerTimeout
+    from device_agents import RunnerTimeout
 
     monkeypatch.setenv("NAS_HOME", str(tmp_path / "home"))
     agent = LocalAgent()
@@ -192,7 +191,7 @@ def test_a_forked_child_reports_the_same_model_peak_as_a_fresh_process(agent, tm
     import subprocess
     import sys
 
-    from device_agents.base import RUNNER_PATH
+    from device_agents import RUNNER_PATH
 
     model = mlp(tmp_path, 1024)
     served = agent.measure(model, FAST).memory_kb

@@ -3,6 +3,7 @@ measuring, the device lock, hostile names, and a device that goes away."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -15,11 +16,18 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from device_agents import registry
-from device_agents.base import RUNNER_SCHEMA, AgentError, AgentUnreachable, DeviceError, MeasureSettings, file_sha256
-from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, key_fingerprint
-from device_agents.pool import AgentPool
-from device_agents.ssh import AgentAuthError
+from device_agents import (
+    RUNNER_SCHEMA,
+    AgentError,
+    AgentPool,
+    AgentUnreachable,
+    DeviceError,
+    MeasureSettings,
+    file_sha256,
+    registry,
+)
+from device_agents.hostkeys import HostKeyChanged, HostKeyUnknown, TrustPolicy, key_fingerprint
+from device_agents.ssh import AgentAuthError, SSHTarget
 from nas.study import TrialData
 from tests.spaces import small_space
 
@@ -52,8 +60,8 @@ def never_overlap(results: list[dict]) -> None:
 
 def test_add_then_measure_two_models_the_larger_is_slower(nas_env, loop_agent, onnx_models):
     record = registry.get_agent(loop_agent)
-    assert record["fingerprint"]["machine"] == "x86_64" and record["dft"] is True
-    assert record["calibration"]["median_ms"] > 0 and record["state"] == "ok"
+    assert record.fingerprint["machine"] == "x86_64" and record.dft is True
+    assert record.calibration.median_ms > 0 and record.state == "ok"
     assert "password" not in str(record).lower()
 
     listing = nas_env.run("agent", "list")
@@ -77,6 +85,24 @@ def test_check_and_remove(nas_env, loop_agent):
     assert removed.exit_code == 0 and loop_agent not in registry.list_agents()
     with pytest.raises(AgentError, match="unknown agent"):
         registry.open_agent(loop_agent)
+
+
+def test_a_script_registers_a_device_without_the_command_line(nas_env, sshd):
+    info = sshd.info()
+    target = SSHTarget(host=info["host"], port=info["port"], user=info["user"], key=info["key"],
+                       python=info["python"])
+    trust = TrustPolicy(fingerprint=info["host_key_fingerprint"])
+    steps: list[str] = []
+    record = registry.register("scripted", target, trust, down_timeout=20.0, progress=steps.append)
+    assert steps == [f"connecting to {record.address} ...", f"runner deployed to {record.workdir_abs}; calibrating ..."]
+    assert record == registry.get_agent("scripted") and record.down_timeout == 20.0
+    assert record.fingerprint["machine"] == "x86_64" and record.calibration.median_ms > 0
+    stored = json.loads(registry.registry_path().read_text())["agents"]["scripted"]
+    assert sorted(stored) == ["added_at", "address", "cache_mb", "calibration", "command_timeout", "dft", "dft_error",
+                              "down_timeout", "fingerprint", "fingerprint_key", "kind", "last_seen", "state", "target",
+                              "workdir_abs"]
+    with pytest.raises(AgentError, match="already registered"):
+        registry.register("scripted", target, trust)
 
 
 def test_unknown_host_key_is_refused_showing_its_fingerprint(nas_env, sshd, add_args):
@@ -164,7 +190,7 @@ def test_host_alias_from_ssh_config_and_python_in_the_device_home(nas_env, sshd,
     finally:
         link.unlink()
     assert result.exit_code == 0, repr(result.exception)
-    assert registry.get_agent("viaconfig")["address"] == f"{info['user']}@127.0.0.1:{info['port']}"
+    assert registry.get_agent("viaconfig").address == f"{info['user']}@127.0.0.1:{info['port']}"
 
 
 def test_wrong_ssh_key_gives_a_clear_error(nas_env, sshd, add_args):
@@ -351,7 +377,7 @@ def test_sshd_killed_during_a_measurement_is_retried_after_restart(nas_env, loop
     result = outcome["result"]
     well_formed(result)
     assert result.attempts >= 2 and any("reconnecting" in line for line in outcome["log"])
-    assert registry.get_agent(loop_agent)["state"] == "ok"
+    assert registry.get_agent(loop_agent).state == "ok"
 
 
 def test_device_kept_down_raises_unreachable_within_the_timeout(nas_env, loop_agent, sshd, onnx_models):
@@ -367,7 +393,7 @@ def test_device_kept_down_raises_unreachable_within_the_timeout(nas_env, loop_ag
     assert f"127.0.0.1:{sshd.port}" in message and "unreachable for 3 s" in message
     assert "Connection refused" in message
     record = registry.get_agent(loop_agent)
-    assert record["state"] == "unreachable" and "refused" in record["state_detail"]
+    assert record.state == "unreachable" and "refused" in record.state_detail
     listing = nas_env.run("agent", "list")
     assert "unreachable" in listing.output
 

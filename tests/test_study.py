@@ -13,7 +13,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from device_agents.local import LocalAgent
+from device_agents import LocalAgent
 from nas.errors import UserError
 from nas.model import build_model, deployed, export_onnx, spec_seed
 from nas.results import dominates

@@ -5,7 +5,26 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 from pathlib import Path
+
+
+class TestbedError(RuntimeError):
+    """A testbed could not be set up, started or stopped; its command line prints it as one line."""
+
+
+def run(argv: list[str], timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a set-up command with its output captured: when it fails or overruns, a TestbedError
+    carrying the end of what it printed, which is what says why."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        raise TestbedError(f"{argv[0]} took longer than {timeout:.0f} s") from exc
+    if check and done.returncode != 0:
+        raise TestbedError(
+            f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}"
+        )
+    return done
 
 
 def sshd_config(origin: str, port: int, address: str, host_key: str, pidfile: str, user: str,

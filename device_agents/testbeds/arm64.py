@@ -25,20 +25,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from device_agents.testbeds._process import (
-    alive,
-    descendants,
-    keygen_argv,
-    kill,
-    port_open,
-    runner_pids,
-    sshd_config,
-)
+from device_agents.testbeds._process import TestbedError, alive, descendants, kill, port_open, run
+from device_agents.testbeds._sshd import SSHDTestbed
 
 BUILD_VERSION = "1"  # bump to rebuild cached root filesystems
 SUITE = "bookworm"
@@ -63,20 +56,8 @@ TOOLS = {
 }
 
 
-class BoardError(RuntimeError):
-    pass
-
-
-def _run(argv: list[str], timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
-    except subprocess.TimeoutExpired as exc:
-        raise BoardError(f"{argv[0]} took longer than {timeout:.0f} s") from exc
-    if check and done.returncode != 0:
-        raise BoardError(
-            f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}"
-        )
-    return done
+class BoardError(TestbedError):
+    """A problem of the board itself (its build, mounts, network), beyond a failed command."""
 
 
 def _log(message: str) -> None:
@@ -84,8 +65,17 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-class Arm64Board:
+class Arm64Board(SSHDTestbed):
     """The emulated board: build (cached), up, down, status."""
+
+    module = "device_agents.testbeds.arm64"
+    label = "nas-arm64"
+    agent_name = "board"
+    actions = ("up", "down", "status", "build", "purge")
+    host = BOARD_ADDR
+    port = 22
+    user = BOARD_USER
+    python = BOARD_PYTHON
 
     def __init__(self, cache: Path | None = None) -> None:
         self.cache = Path(cache or os.environ.get("NAS_ARM64_CACHE") or "/var/cache/nas-arm64")
@@ -93,6 +83,9 @@ class Arm64Board:
         self.wheels = self.cache / "wheels"
         self.state_dir = self.cache / "state"
         self.client_key = self.state_dir / "client_ed25519"
+        self.home = self.rootfs / "home" / BOARD_USER
+        self.host_key = self.rootfs / "etc/ssh/ssh_host_ed25519_key"  # made by the openssh-server package
+        self.pidfile = self.rootfs / SSHD_PID
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -114,36 +107,24 @@ class Arm64Board:
         marker = self.rootfs / ".nas-ready"
         return marker.is_file() and marker.read_text().strip() == BUILD_VERSION
 
-    def running(self) -> bool:
-        pid = self._sshd_pid()
-        return pid is not None and alive(pid) and port_open(BOARD_ADDR, 22, 1.0)
+    def info(self) -> dict[str, Any]:
+        """How to reach the board (what ``nas agent add`` needs), and whether it is built."""
+        return {**super().info(), "built": self.built()}
 
-    def info(self) -> dict:
-        """How to reach the board (what ``nas agent add`` needs)."""
-        return {
-            "host": BOARD_ADDR,
-            "port": 22,
-            "user": BOARD_USER,
-            "key": str(self.client_key),
-            "python": BOARD_PYTHON,
-            "netns": NETNS,
-            "rootfs": str(self.rootfs),
-            "host_key_fingerprint": self._host_key_fingerprint(),
-            "running": self.running(),
-            "built": self.built(),
-        }
+    def _details(self) -> dict[str, Any]:
+        return {"netns": NETNS, "rootfs": str(self.rootfs)}
 
     # --- build (cached) -------------------------------------------------------------------------
 
     def enable_binfmt(self) -> None:
         binfmt = Path("/proc/sys/fs/binfmt_misc")
         if not (binfmt / "status").exists():
-            _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+            run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
         if not (binfmt / "qemu-aarch64").exists():
-            _run(["update-binfmts", "--enable", "qemu-aarch64"])
+            run(["update-binfmts", "--enable", "qemu-aarch64"])
         entry = (binfmt / "qemu-aarch64").read_text()
         if "enabled" not in entry.splitlines()[0]:
-            _run(["update-binfmts", "--enable", "qemu-aarch64"])
+            run(["update-binfmts", "--enable", "qemu-aarch64"])
         if "flags: " not in entry or "F" not in entry.split("flags: ")[1].split()[0]:
             raise BoardError("binfmt qemu-aarch64 lacks the F flag; install qemu-user-static (not qemu-user)")
 
@@ -160,7 +141,7 @@ class Arm64Board:
         partial = self.cache / "rootfs.partial"
         _remove_tree(partial)
         _log(f"building the {SUITE} arm64 root filesystem with mmdebstrap (a few minutes)...")
-        _run(
+        run(
             [
                 "mmdebstrap",
                 "--arch=arm64",
@@ -173,7 +154,7 @@ class Arm64Board:
             timeout=1800,
         )
         _log("installing the aarch64 onnxruntime and numpy wheels...")
-        _run(
+        run(
             [
                 sys.executable,
                 "-m",
@@ -191,10 +172,10 @@ class Arm64Board:
             ],
             timeout=600,
         )
-        _run(["useradd", "--root", str(partial), "--create-home", "--shell", "/bin/sh", BOARD_USER])
-        _run(["usermod", "--root", str(partial), "-p", "*", BOARD_USER])  # locked for passwords, keys work
+        run(["useradd", "--root", str(partial), "--create-home", "--shell", "/bin/sh", BOARD_USER])
+        run(["usermod", "--root", str(partial), "-p", "*", BOARD_USER])  # locked for passwords, keys work
         (partial / "run" / "sshd").mkdir(parents=True, exist_ok=True)
-        (partial / SSHD_CONFIG.lstrip("/")).write_text(_sshd_config())
+        (partial / SSHD_CONFIG.lstrip("/")).write_text(self._board_sshd_config())
         _remove_tree(self.rootfs)
         partial.rename(self.rootfs)
         (self.rootfs / ".nas-ready").write_text(BUILD_VERSION + "\n")
@@ -208,7 +189,7 @@ class Arm64Board:
             return
         self.wheels.mkdir(parents=True, exist_ok=True)
         _log("downloading aarch64 wheels for onnxruntime and numpy...")
-        _run(
+        run(
             [
                 sys.executable,
                 "-m",
@@ -227,7 +208,7 @@ class Arm64Board:
 
     # --- up / down ------------------------------------------------------------------------------
 
-    def up(self) -> dict:
+    def up(self) -> dict[str, Any]:
         reason = self.unavailable_reason()
         if reason:
             raise BoardError(reason)
@@ -242,56 +223,27 @@ class Arm64Board:
         self._start_sshd()
         return self.info()
 
-    def stop(self) -> None:
-        """Stop the board's sshd and every process of its connections, as a crash or reboot would."""
-        pid = self._sshd_pid()
-        if pid is None or not alive(pid):
-            return
-        for victim in [pid, *descendants(pid)]:
-            kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        (self.rootfs / SSHD_PID).unlink(missing_ok=True)
-
-    def start(self) -> dict:
-        """Start the board's sshd again after ``stop`` (the board must be up otherwise)."""
-        if not self.running():
-            self._start_sshd()
-        return self.info()
-
-    def runner_pids(self, measuring_only: bool = True) -> list[int]:
-        """Runner processes started through the board's sshd (``measuring_only``: not probes)."""
-        return runner_pids(self._sshd_pid(), measuring_only)
-
-    def add_command(self, name: str = "board") -> str:
-        """The ``nas agent add`` line that registers this board, ready to paste."""
-        info = self.info()
-        return (f"nas agent add {name} --host {info['host']} --user {info['user']} --key {info['key']} "
-                f"--python {info['python']} --trust-host-key {info['host_key_fingerprint']}")
-
     def down(self, quiet: bool = False) -> None:
         """Stop the sshd, unmount, delete the namespace; safe to call any time."""
-        pid = self._sshd_pid()
+        pid = self.pid()
         if pid is not None:
             for victim in [*descendants(pid), pid]:
                 kill(victim, signal.SIGKILL)
-        for pid_text in _run(["ip", "netns", "pids", NETNS], check=False).stdout.split():
+        for pid_text in run(["ip", "netns", "pids", NETNS], check=False).stdout.split():
             kill(int(pid_text), signal.SIGKILL)
         for mount in sorted(_mounts_under(self.rootfs), key=len, reverse=True):
-            done = _run(["umount", mount], check=False)
+            done = run(["umount", mount], check=False)
             if done.returncode != 0:
-                _run(["umount", "-l", mount], check=False)
-        _run(["ip", "netns", "delete", NETNS], check=False)
-        _run(["ip", "link", "delete", VETH_HOST], check=False)
-        pidfile = self.rootfs / SSHD_PID
-        if pidfile.exists():
-            pidfile.unlink()
+                run(["umount", "-l", mount], check=False)
+        run(["ip", "netns", "delete", NETNS], check=False)
+        run(["ip", "link", "delete", VETH_HOST], check=False)
+        if self.pidfile.exists():
+            self.pidfile.unlink()
         if not quiet:
             _log("board down")
 
     def purge(self) -> None:
-        pid = self._sshd_pid()
+        pid = self.pid()
         if _mounted_under(self.cache) or (pid is not None and alive(pid)):  # this cache's board is up
             self.down(quiet=True)
         if _mounted_under(self.cache):
@@ -300,48 +252,48 @@ class Arm64Board:
         _log(f"removed {self.cache}")
 
     def _install_keys(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.client_key.exists():
-            _run(keygen_argv(self.client_key, "nas-arm64-client"))
-        home = self.rootfs / "home" / BOARD_USER
-        ssh_dir = home / ".ssh"
-        ssh_dir.mkdir(parents=True, exist_ok=True)
-        authorized = ssh_dir / "authorized_keys"
-        authorized.write_text(Path(str(self.client_key) + ".pub").read_text())
-        uid, gid = _board_ids(self.rootfs)
-        for path in (home, ssh_dir, authorized):
-            os.chown(path, uid, gid)
-        os.chmod(ssh_dir, 0o700)
-        os.chmod(authorized, 0o600)
-        (self.rootfs / SSHD_CONFIG.lstrip("/")).write_text(_sshd_config())
+        self._authorize_client()
+        (self.rootfs / SSHD_CONFIG.lstrip("/")).write_text(self._board_sshd_config())
+
+    def _user_ids(self) -> tuple[int, int]:
+        for line in (self.rootfs / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == BOARD_USER:
+                return int(fields[2]), int(fields[3])
+        raise BoardError(f"user {BOARD_USER} missing from {self.rootfs}; rebuild with 'purge' then 'up'")
+
+    def _board_sshd_config(self) -> str:
+        """The board's sshd config, with its paths as the chrooted sshd sees them."""
+        return self._sshd_config(22, "/etc/ssh/ssh_host_ed25519_key", f"/{SSHD_PID}",
+                                 extra=("MaxSessions 20", f"SetEnv QEMU_CPU={QEMU_CPU}"))
 
     def _mount(self) -> None:
         cpuinfo = self.state_dir / "cpuinfo"
         cpuinfo.write_text(_arm_cpuinfo(os.cpu_count() or 1))
         proc = self.rootfs / "proc"
-        _run(["mount", "-t", "proc", "proc", str(proc)])
-        _run(["mount", "--bind", str(cpuinfo), str(proc / "cpuinfo")])
+        run(["mount", "-t", "proc", "proc", str(proc)])
+        run(["mount", "--bind", str(cpuinfo), str(proc / "cpuinfo")])
         # onnxruntime's cpuinfo reads /sys/devices/system/cpu/{possible,present}; read-only is enough.
-        _run(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(self.rootfs / "sys")])
+        run(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(self.rootfs / "sys")])
 
     def _network(self) -> None:
-        routes = _run(["ip", "-4", "route", "show", f"{HOST_ADDR}/{PREFIX}"], check=False).stdout
+        routes = run(["ip", "-4", "route", "show", f"{HOST_ADDR}/{PREFIX}"], check=False).stdout
         if routes.strip():
             raise BoardError(
                 f"{HOST_ADDR}/{PREFIX} is already routed on this host ({routes.strip()}); run 'down'"
             )
-        _run(["ip", "netns", "add", NETNS])
-        _run(["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_BOARD, "netns", NETNS])
-        _run(["ip", "addr", "add", f"{HOST_ADDR}/{PREFIX}", "dev", VETH_HOST])
-        _run(["ip", "link", "set", VETH_HOST, "up"])
-        _run(["ip", "-n", NETNS, "addr", "add", f"{BOARD_ADDR}/{PREFIX}", "dev", VETH_BOARD])
-        _run(["ip", "-n", NETNS, "link", "set", VETH_BOARD, "up"])
-        _run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
+        run(["ip", "netns", "add", NETNS])
+        run(["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_BOARD, "netns", NETNS])
+        run(["ip", "addr", "add", f"{HOST_ADDR}/{PREFIX}", "dev", VETH_HOST])
+        run(["ip", "link", "set", VETH_HOST, "up"])
+        run(["ip", "-n", NETNS, "addr", "add", f"{BOARD_ADDR}/{PREFIX}", "dev", VETH_BOARD])
+        run(["ip", "-n", NETNS, "link", "set", VETH_BOARD, "up"])
+        run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
 
     def _start_sshd(self) -> None:
         (self.rootfs / "run" / "sshd").mkdir(parents=True, exist_ok=True)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": QEMU_CPU, "LANG": "C.UTF-8"}
-        _run(
+        run(
             [
                 "ip",
                 "netns",
@@ -366,18 +318,29 @@ class Arm64Board:
             time.sleep(0.3)
         _log(f"board up: ssh -i {self.client_key} {BOARD_USER}@{BOARD_ADDR}")
 
-    def _sshd_pid(self) -> int | None:
-        try:
-            return int((self.rootfs / SSHD_PID).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+    # --- the command line -----------------------------------------------------------------------
 
-    def _host_key_fingerprint(self) -> str | None:
-        pub = self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub"
-        if not pub.exists() or not shutil.which("ssh-keygen"):
-            return None
-        words = _run(["ssh-keygen", "-lf", str(pub)], check=False).stdout.split()
-        return words[1] if len(words) > 1 else None
+    @classmethod
+    def _add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super()._add_arguments(parser)
+        parser.add_argument("--cache", type=Path, default=None, help="cache dir (default /var/cache/nas-arm64)")
+
+    @classmethod
+    def _from_options(cls, args: argparse.Namespace) -> Arm64Board:
+        return cls(args.cache)
+
+    def _act(self, action: str) -> None:
+        if action == "build":
+            print(json.dumps({"build_seconds": round(self.build(), 1)}))
+        else:
+            super()._act(action)
+
+    def _up_report(self) -> dict[str, Any]:
+        """``up``'s info and how long it took: a cold build takes minutes, a cached one seconds."""
+        started = time.monotonic()
+        info = self.up()
+        info["up_seconds"] = round(time.monotonic() - started, 1)
+        return info
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -407,11 +370,6 @@ def _mirrors() -> list[str]:
     return uris[:1] or ["http://deb.debian.org/debian"]
 
 
-def _sshd_config() -> str:
-    return sshd_config("device_agents/testbeds/arm64.py", 22, BOARD_ADDR, "/etc/ssh/ssh_host_ed25519_key",
-                       f"/{SSHD_PID}", BOARD_USER, extra=("MaxSessions 20", f"SetEnv QEMU_CPU={QEMU_CPU}"))
-
-
 def _arm_cpuinfo(cpus: int) -> str:
     """A Raspberry-Pi-4-like (Cortex-A72) /proc/cpuinfo, one entry per host CPU."""
     entry = (
@@ -423,14 +381,6 @@ def _arm_cpuinfo(cpus: int) -> str:
         "".join(entry.format(n=n) for n in range(cpus))
         + "Hardware\t: BCM2835 (emulated)\nModel\t\t: nas-arm64\n"
     )
-
-
-def _board_ids(rootfs: Path) -> tuple[int, int]:
-    for line in (rootfs / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == BOARD_USER:
-            return int(fields[2]), int(fields[3])
-    raise BoardError(f"user {BOARD_USER} missing from {rootfs}; rebuild with 'purge' then 'up'")
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -452,37 +402,8 @@ def _remove_tree(path: Path) -> None:
     if path.exists():
         if _mounted_under(path):
             raise BoardError(f"refusing to delete {path}: something is mounted under it")
-        _run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m device_agents.testbeds.arm64", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("action", choices=["up", "down", "status", "build", "purge"])
-    parser.add_argument("--cache", type=Path, default=None, help="cache dir (default /var/cache/nas-arm64)")
-    args = parser.parse_args(argv)
-    board = Arm64Board(args.cache)
-    try:
-        if args.action == "up":
-            started = time.monotonic()
-            info = board.up()
-            info["up_seconds"] = round(time.monotonic() - started, 1)
-            print(json.dumps(info, indent=2))
-            print(f"register it: {board.add_command()}", file=sys.stderr)
-        elif args.action == "build":
-            print(json.dumps({"build_seconds": round(board.build(), 1)}))
-        elif args.action == "down":
-            board.down()
-        elif args.action == "purge":
-            board.purge()
-        else:
-            print(json.dumps(board.info(), indent=2))
-    except BoardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(Arm64Board.main())

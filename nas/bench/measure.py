@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--choices", type=int, default=10, help="repeats of the form choice")
     args = parser.parse_args(argv)
 
-    from device_agents.local import LocalAgent
+    from device_agents import LocalAgent
     from nas.space import load_space
     from nas.study import MeasurementCache, calibrated, measure_forms, model_facts
 

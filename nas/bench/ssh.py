@@ -36,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arm64", action="store_true", help="also time the arm64 board's cached set-up")
     args = parser.parse_args(argv)
 
-    from device_agents.base import MeasureSettings
-    from device_agents.hostkeys import TrustPolicy
+    from device_agents import MeasureSettings, SSHAgent, SSHTarget, TrustPolicy
     from device_agents.probe_models import mlp_model
-    from device_agents.ssh import SSHAgent, SSHTarget
     from device_agents.testbeds.loopback import Loopback
 
     console = Console()

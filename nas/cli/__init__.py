@@ -13,7 +13,7 @@ import warnings
 
 import click
 
-from device_agents.base import AgentError
+from device_agents import AgentError
 from nas.cli.agent import agent
 from nas.cli.bench import bench
 from nas.cli.data import data

@@ -6,7 +6,7 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import rich.markup
@@ -14,12 +14,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from device_agents import registry
-from device_agents.base import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, MeasureSettings, RunnerResult, fingerprint_key
+from device_agents import DEFAULT_CACHE_MB, DEFAULT_COMMAND_TIMEOUT, fingerprint_key
 from nas.cli.options import FiniteFloatRange
 from nas.errors import UserError
 
-CALIBRATION_SETTINGS = MeasureSettings(warmup=3, min_runs=10, min_seconds=0.2, max_seconds=30.0)
+if TYPE_CHECKING:
+    from device_agents import AgentRecord
+
+# ``device_agents.registry`` (pydantic) is imported inside the commands, so that --help answers at once.
 
 
 def _console() -> Console:
@@ -30,33 +32,32 @@ def _warn(message: str) -> None:
     click.secho(message, fg="yellow", bold=True, err=True)
 
 
-# Options ``add`` and ``set`` share, named after the record fields they set: (option, default).
+# Options ``add`` and ``set`` share, named after the record fields they set. Their defaults are the
+# registry's (``registry.register``): an option not given is left out.
 _TUNING = {
-    "command_timeout": (click.option(
+    "command_timeout": click.option(
         "--timeout", "command_timeout", type=FiniteFloatRange(min=1), default=None,
         help=f"Seconds a command may run on the device once it holds the device lock (for a measurement: on "
              f"top of its own time limit) before it is killed there [default: {DEFAULT_COMMAND_TIMEOUT:g}]."),
-        DEFAULT_COMMAND_TIMEOUT),
-    "down_timeout": (click.option(
+    "down_timeout": click.option(
         "--down-timeout", type=FiniteFloatRange(min=1), default=None,
-        help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."), 300.0),
-    "cache_mb": (click.option(
+        help="Seconds to keep reconnecting to this agent before a measurement fails [default: 300]."),
+    "cache_mb": click.option(
         "--cache-mb", type=FiniteFloatRange(min=1), default=None,
         help=f"Size cap of the device's model cache in MiB; the least recently used go first "
-             f"[default: {DEFAULT_CACHE_MB:g}]."), DEFAULT_CACHE_MB),
+             f"[default: {DEFAULT_CACHE_MB:g}]."),
 }
 
 
 def _tuning_options(function: Any) -> Any:
-    for option, _ in reversed(_TUNING.values()):
+    for option in reversed(_TUNING.values()):
         function = option(function)
     return function
 
 
-def _tuning(values: dict[str, float | None], defaults: bool) -> dict[str, float]:
-    """The record fields the tuning options set (with their defaults when ``defaults``)."""
-    return {field: float(values[field] if values[field] is not None else default)
-            for field, (_, default) in _TUNING.items() if values[field] is not None or defaults}
+def _tuning(values: dict[str, float | None]) -> dict[str, float]:
+    """The record fields the tuning options given set."""
+    return {field: float(values[field]) for field in _TUNING if values[field] is not None}
 
 
 @click.group()
@@ -118,19 +119,10 @@ def add(
     **tuning: float | None,
 ) -> None:
     """Connect to a device, probe it, deploy the runner, calibrate, and register it as NAME."""
+    from device_agents import SSHTarget, registry
     from device_agents.hostkeys import TrustPolicy, normalize_fingerprint
-    from device_agents.probe_models import probe_models
-    from device_agents.ssh import SSHAgent, SSHTarget, check_workdir, require_runtime
 
-    fields = _tuning(tuning, defaults=True)
-
-    registry.check_name(name)
-    if name == registry.LOCAL:
-        raise UserError(f"'{registry.LOCAL}' is the built-in agent for this host; choose another name")
-    if name in registry.list_agents():
-        raise UserError(
-            f"agent {name!r} is already registered; remove it first with 'nas agent remove {name}'"
-        )
+    registry.check_new_name(name)  # ahead of the options' checks (register checks it again, for scripts)
     if trust_host_key and trust_new_host_key:
         raise UserError("give --trust-host-key or --trust-new-host-key, not both")
     if trust_host_key and not trust_host_key.strip().lower().startswith("sha256:"):
@@ -139,7 +131,6 @@ def add(
         )
     if key and not Path(key).expanduser().is_file():
         raise UserError(f"--key {key}: no such file")
-    check_workdir(workdir)
     target = SSHTarget(
         host=host,
         port=port,
@@ -155,44 +146,16 @@ def add(
         warn=_warn,
     )
     console = _console()
-    dft_model, calibration_model = probe_models()
-    # Fail fast at registration: a wrong address should not be retried for minutes.
-    with SSHAgent(name, target, trust=trust, down_timeout=min(fields["down_timeout"], 10.0), log=_warn,
-                  command_timeout=fields["command_timeout"], cache_mb=fields["cache_mb"]) as ssh:
-        console.print(f"connecting to {ssh.address} ...")
-        probe = ssh.probe(dft_model)
-        require_runtime(ssh, probe)
-        console.print(f"runner deployed to {ssh.workdir}; calibrating ...")
-        calibration = ssh.measure(calibration_model, CALIBRATION_SETTINGS)
-        workdir_abs = ssh.workdir
-        address = ssh.address
-    fingerprint = probe.fingerprint
-    now = time.time()
-    record = {
-        "kind": "ssh",
-        "target": target.to_dict(),
-        "address": address,
-        "workdir_abs": workdir_abs,
-        **fields,
-        "added_at": now,
-        "last_seen": now,
-        "state": "ok",
-        "fingerprint": fingerprint,
-        "fingerprint_key": fingerprint_key(fingerprint),
-        "dft": probe.dft,
-        "dft_error": probe.dft_error,
-        "calibration": _summary(calibration),
-    }
-    registry.save_agent(name, record)
-    console.print(_fingerprint_table(name, record))
-    if not probe.dft:
+    record = registry.register(name, target, trust, progress=console.print, log=_warn, **_tuning(tuning))
+    console.print(_fingerprint_table(name, record.address, record.fingerprint, record.dft, record.dft_error))
+    if not record.dft:
         _warn(
-            f"the device's onnxruntime cannot run ONNX DFT ({probe.dft_error}): studies on {name} "
+            f"the device's onnxruntime cannot run ONNX DFT ({record.dft_error}): studies on {name} "
             "will deploy the dense form of Toeplitz-like layers"
         )
     console.print(
         f"agent [bold]{name}[/bold] registered: calibration model median "
-        f"{record['calibration']['median_ms']:.3f} ms; use it with --agent {name}"
+        f"{record.calibration.median_ms:.3f} ms; use it with --agent {name}"
     )
 
 
@@ -201,7 +164,9 @@ def add(
 @_tuning_options
 def set_(name: str, **tuning: float | None) -> None:
     """Change how NAME is driven (timeouts, model cache size); the device is not contacted."""
-    fields = _tuning(tuning, defaults=False)
+    from device_agents import registry
+
+    fields = _tuning(tuning)
     if not fields:
         raise UserError("nothing to set: give --timeout, --down-timeout or --cache-mb")
     if name == registry.LOCAL:
@@ -215,6 +180,8 @@ def set_(name: str, **tuning: float | None) -> None:
 @click.argument("name")
 def clean(name: str) -> None:
     """Remove NAME's cached models, partial uploads and runners from its work dir on the device."""
+    from device_agents import registry
+
     if name == registry.LOCAL:
         raise UserError(f"'{registry.LOCAL}' keeps no models: it measures the files where they are")
     with registry.open_agent(name, log=_warn) as device:
@@ -228,6 +195,8 @@ def list_() -> None:
     """Registered agents (and the built-in local one), as last seen; contacts no device."""
     import platform
 
+    from device_agents import registry
+
     try:
         import onnxruntime
 
@@ -236,17 +205,17 @@ def list_() -> None:
         local_ort = "missing"
     rows = [(registry.LOCAL, "this host", platform.machine(), local_ort, "", "", "built-in")]
     for name, record in sorted(registry.list_agents().items()):
-        fingerprint = record.get("fingerprint") or {}
-        state = record.get("state", "?")
+        fingerprint = record.fingerprint
+        state = record.state or "?"
         style = {"ok": "green", "unreachable": "red", "error": "red", "auth": "red"}.get(state, "")
         rows.append(
             (
                 name,
-                record.get("address") or record["target"]["host"],
+                record.address or record.target["host"],
                 fingerprint.get("machine", "?"),
                 str(fingerprint.get("onnxruntime", "?")),
-                "yes" if record.get("dft") else "no",
-                _ago(record.get("last_seen")),
+                "yes" if record.dft else "no",
+                _ago(record.last_seen),
                 f"[{style}]{state}[/{style}]" if style else state,
             )
         )
@@ -278,7 +247,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     Each measurement is shown as timed and at the device's calibrated speed (the paired ratio to
     the runner's reference workload times the calibration, which is what studies record).
     """
-    from device_agents.probe_models import probe_models
+    from device_agents import probe_models, registry
     from nas.study import calibrated, form_measurement, model_facts
 
     dft_model, calibration_model = probe_models()
@@ -290,22 +259,14 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
         probe = device.probe(dft_model)
         fingerprint = probe.fingerprint
         if record is not None:
-            if record.get("fingerprint_key") != fingerprint_key(fingerprint):
+            if record.fingerprint_key != fingerprint_key(fingerprint):
                 _warn(
                     f"agent {name}: the device changed since it was registered "
-                    f"({_changes(record.get('fingerprint') or {}, fingerprint)}); "
+                    f"({_changes(record.fingerprint, fingerprint)}); "
                     "measurements cached for the old fingerprint will not be reused"
                 )
-            registry.update_agent(
-                name,
-                fingerprint=fingerprint,
-                fingerprint_key=fingerprint_key(fingerprint),
-                dft=probe.dft,
-                dft_error=probe.dft_error,
-                last_seen=time.time(),
-                state="ok",
-            )
-        reference_ms = calibrated(device, CALIBRATION_SETTINGS, again=calibrate)
+            registry.note_probe(name, probe)
+        reference_ms = calibrated(device, registry.CALIBRATION_SETTINGS, again=calibrate)
         results, figures = [], []
         table = Table(title=f"{name}: {model.name}, {repeat} measurements")
         for column in ("#", "median ms", "at calibrated speed", "device speed", "95% interval", "p90 ms",
@@ -313,7 +274,7 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
             table.add_column(column, justify="right")
         for index in range(repeat):
             started = time.monotonic()
-            result = device.measure(model, replace(CALIBRATION_SETTINGS, reference_ms=reference_ms))
+            result = device.measure(model, replace(registry.CALIBRATION_SETTINGS, reference_ms=reference_ms))
             results.append(result)
             figures.append(form_measurement(result, reference_ms, weights))
             latency, memory = result.latency_ms, result.memory_kb
@@ -332,16 +293,9 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
                 f"{memory.after_runs.peak_kb / 1024:.1f}",
                 f"{time.monotonic() - started:.2f}",
             )
-    console.print(
-        _fingerprint_table(
-            name,
-            {
-                "fingerprint": fingerprint,
-                "dft": probe.dft,
-                "address": record.get("address") if record else "this host",
-            },
-        )
-    )
+    # no DFT error here: 'agent check' has always shown a DFT that does not run as "no (not checked)"
+    console.print(_fingerprint_table(name, record.address if record else "this host", fingerprint,
+                                     probe.dft, None))
     console.print(table)
     medians = [r.latency_ms.median for r in results]
     middle = statistics.median(medians)
@@ -365,12 +319,14 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
 @click.argument("name")
 def remove(name: str) -> None:
     """Forget agent NAME (its work dir on the device and its host key are left in place)."""
+    from device_agents import registry
+
     if name == registry.LOCAL:
         raise UserError(f"'{registry.LOCAL}' is built in and cannot be removed")
     record = registry.remove_agent(name)
-    where = record.get("workdir_abs") or record.get("target", {}).get("workdir")
+    where = record.workdir_abs or record.target.get("workdir")
     click.echo(
-        f"agent {name} removed; its work dir {where} on {record.get('address', 'the device')} "
+        f"agent {name} removed; its work dir {where} on {record.address or 'the device'} "
         "was left in place"
     )
 
@@ -378,7 +334,7 @@ def remove(name: str) -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _steadying_advice(fingerprint: dict[str, Any], record: dict[str, Any] | None) -> str:
+def _steadying_advice(fingerprint: dict[str, Any], record: AgentRecord | None) -> str:
     """What makes this device's timings steadier, from what its fingerprint shows."""
     tips = []
     governor = fingerprint.get("governor")
@@ -388,7 +344,7 @@ def _steadying_advice(fingerprint: dict[str, Any], record: dict[str, Any] | None
     hot = [f"{zone} {c:.0f} C" for zone, c in (fingerprint.get("temperature_c") or {}).items() if c >= 70]
     if hot:
         tips.append(f"it is hot ({', '.join(hot)}): let it cool, add a heatsink or fan; it throttles")
-    threads = (record or {}).get("target", {}).get("threads") or fingerprint.get("threads") or 1
+    threads = (record.target.get("threads") if record else None) or fingerprint.get("threads") or 1
     cores = fingerprint.get("cores") or 1
     if threads >= cores:
         tips.append(f"{threads} threads on {cores} cores compete with everything else: use fewer "
@@ -418,23 +374,8 @@ def _memory_note(figures: list[Any], weights: int, fingerprint: dict[str, Any]) 
     return note
 
 
-def _summary(result: RunnerResult) -> dict[str, Any]:
-    latency, memory = result.latency_ms, result.memory_kb
-    return {
-        "median_ms": latency.median,
-        "p90_ms": latency.p90,
-        "iqr_ms": latency.iqr,
-        "session_ms": result.session_ms,
-        "unstable": latency.unstable,
-        "slowed": latency.slowed,
-        "model_peak_kb": memory.model_peak_kb,
-        "process_peak_kb": memory.after_runs.peak_kb,
-        "at": result.ended_at,
-    }
-
-
-def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
-    fingerprint = record.get("fingerprint") or {}
+def _fingerprint_table(name: str, address: str | None, fingerprint: dict[str, Any], dft: bool | None,
+                       dft_error: str | None) -> Table:
     table = Table(title=f"agent {name}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -442,7 +383,7 @@ def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
     temps = fingerprint.get("temperature_c") or {}
     freqs = fingerprint.get("freq_mhz") or {}
     rows = [
-        ("host", record.get("address", "")),
+        ("host", address),
         ("arch (uname -m)", fingerprint.get("machine")),
         ("CPU", fingerprint.get("cpu_model")),
         ("cores", fingerprint.get("cores")),
@@ -450,7 +391,7 @@ def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
         ("Python", fingerprint.get("python")),
         ("onnxruntime", fingerprint.get("onnxruntime")),
         ("numpy", fingerprint.get("numpy")),
-        ("ONNX DFT", "runs" if record.get("dft") else f"no ({record.get('dft_error') or 'not checked'})"),
+        ("ONNX DFT", "runs" if dft else f"no ({dft_error or 'not checked'})"),
         ("governor", fingerprint.get("governor") or "unreadable"),
         ("frequencies", ", ".join(f"{k} {v} MHz" for k, v in freqs.items()) or "unreadable"),
         ("temperature", ", ".join(f"{k} {v:.1f} C" for k, v in temps.items()) or "unreadable"),
@@ -465,7 +406,7 @@ def _fingerprint_table(name: str, record: dict[str, Any]) -> Table:
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
-    from device_agents.base import STABLE_FINGERPRINT_FIELDS
+    from device_agents import STABLE_FINGERPRINT_FIELDS
 
     diffs = [
         f"{k}: {old.get(k)} -> {new.get(k)}" for k in STABLE_FINGERPRINT_FIELDS if old.get(k) != new.get(k)

@@ -1,7 +1,7 @@
 """The model an architecture spec describes: built in PyTorch, exported to ONNX in a deployed form,
 trained. Imported on first use (``from nas.model import export_onnx`` does not load the trainer)."""
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {
     "ACTIVATIONS": "_build", "build_model": "_build", "deployed": "_build", "spec_seed": "_build",

@@ -2,7 +2,7 @@
 a trial's time per layer, and the report (``nas.results.report``). Everything reads the typed
 records of ``nas.study``; nothing is re-measured except by the profiler. Imported on first use."""
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {
     "disagreement": "_pareto", "dominates": "_pareto", "is_feasible": "_pareto", "non_dominated": "_pareto",

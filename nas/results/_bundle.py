@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from device_agents.base import file_sha256
+from device_agents import file_sha256
 from nas.errors import UserError
 from nas.model import build_model, deployed
 from nas.results._pick import Choice

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from device_agents.base import Agent, MeasureSettings
+from device_agents import Agent, MeasureSettings
 from nas.errors import UserError
 from nas.spec import ArchSpec
 from nas.study import OpenedStudy, TrialRecord

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from torch import nn
 
-from device_agents.base import MeasureSettings
+from device_agents import MeasureSettings
 from nas.data import Dataset, check_source, load_dataset
 from nas.errors import UserError
 from nas.model import TrainResult, train

@@ -6,7 +6,7 @@ existing storage (``open_storage``, ``load_study``) and never create anything. I
 use, so that checking a study's name (``check_study_name``) does not load Optuna and SQLAlchemy.
 """
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {
     "StudyArtifacts": "_artifacts", "check_store": "_artifacts", "normalise_url": "_artifacts",

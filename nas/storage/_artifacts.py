@@ -33,7 +33,7 @@ from optuna.artifacts import (
 )
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from device_agents.base import file_sha256
+from device_agents import file_sha256
 from nas.errors import UserError
 
 

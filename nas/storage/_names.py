@@ -8,7 +8,6 @@ would escape ``studies/`` or be read as part of the URL) out.
 
 from __future__ import annotations
 
-from device_agents.registry import NAME_PATTERN
 from nas.errors import UserError
 
 RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
@@ -16,6 +15,8 @@ RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or 
 
 def check_study_name(name: str) -> str:
     """The name if it follows the pattern, else a one-line UserError."""
+    from device_agents import NAME_PATTERN  # here: the registry loads pydantic, which --help need not
+
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise UserError(f"invalid study name {name!r}: use {RULE}")
     return name

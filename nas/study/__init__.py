@@ -7,7 +7,7 @@ study with ``open_study``. Imported on first use: ``from nas.study import TrialD
 the engine and torch.
 """
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {
     "CONFIG_ATTR": "_config", "StudyConfig": "_config", "study_config": "_config",

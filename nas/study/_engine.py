@@ -25,9 +25,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from device_agents.base import Agent, AgentError
-from device_agents.pool import AgentPool
-from device_agents.registry import LOCAL, get_agent
+from device_agents import LOCAL, Agent, AgentError, AgentPool, get_agent
 from nas.data import Dataset
 from nas.model import ExportError, TrainingDiverged, build_model, deployed, export_onnx, spec_seed
 from nas.space import SearchSpace
@@ -180,7 +178,7 @@ def _lacks(agent: str, ops: set[str]) -> str | None:
     """Why a model with these ops cannot run on a registered agent (its probe found no DFT), if so."""
     if "DFT" not in ops or agent == LOCAL:
         return None
-    if get_agent(agent).get("dft") is False:
+    if get_agent(agent).dft is False:
         return "the device's onnxruntime cannot run ONNX DFT (found by its probe)"
     return None
 

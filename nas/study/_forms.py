@@ -23,8 +23,7 @@ from pathlib import Path
 import onnx
 import optuna
 
-from device_agents.base import Agent, DeviceError, MeasureSettings, file_sha256, fingerprint_key
-from device_agents.protocol import MEMORY_METHOD, RunnerResult
+from device_agents import MEMORY_METHOD, Agent, DeviceError, MeasureSettings, RunnerResult, file_sha256, fingerprint_key
 from nas.spec import FORMS
 from nas.study._records import AgentMeasurement, FormMeasurement, Paired, PairedRatio, TrialData
 

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from device_agents.protocol import RunnerResult
+from device_agents import RunnerResult
 from nas.spec import ArchSpec
 
 RECORD_SCHEMA = 1

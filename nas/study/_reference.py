@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import optuna
 
-from device_agents._home import nas_home
-from device_agents.base import Agent, MeasureSettings, fingerprint_key
-from device_agents.pool import AgentPool
-from device_agents.registry import locked_json
+from device_agents import Agent, AgentPool, MeasureSettings, fingerprint_key, locked_json, nas_home
 
 REFERENCE_ATTR = "reference_ms"  # study user attr: {agent: calibrated reference ms}
 CALIBRATE_SECONDS = 3.0

@@ -9,8 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from device_agents.pool import AgentPool
-from device_agents.registry import LOCAL, get_agent
+from device_agents import LOCAL, AgentPool, get_agent
 from nas.errors import UserError
 from nas.model import warm_up
 from nas.space import load_space

@@ -14,7 +14,7 @@ terminal table), ``_files`` (CSV, JSON, ``write_report``), ``_plot`` (the PNG an
 figure) and ``_html`` (the page).
 """
 
-from nas._faces import lazy_face
+from device_agents.lazy import lazy_face
 
 _EXPORTS = {
     "Report": "_build", "build_report": "_build",

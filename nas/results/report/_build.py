@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from device_agents.base import fingerprint_key
+from device_agents import fingerprint_key
 from nas.results._pareto import disagreement, is_feasible, pareto_front
 from nas.space import ObjectiveLabel
 from nas.study import OpenedStudy, StudyConfig, TrialData, TrialRecord

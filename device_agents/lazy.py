@@ -1,6 +1,8 @@
 """A package's public face, imported on first use: ``from nas.study import TrialData`` loads the
-record module only, not the engine and torch behind it, so light commands (``nas study status``,
-``--help``) stay light while every caller imports from the package, never from its inner files."""
+record module only, not the engine and torch behind it, and ``from device_agents import AgentError``
+not paramiko and pydantic, so light commands (``nas study status``, ``--help``) stay light while every
+caller imports from the package, never from its inner files. Here, in the lowest layer, so that
+``device_agents`` and every ``nas`` package share it."""
 
 from __future__ import annotations
 
