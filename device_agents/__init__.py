@@ -26,7 +26,6 @@ _EXPORTS = {
     "LocalAgent": "local",
     "TrustPolicy": "hostkeys",
     "SSHAgent": "ssh", "SSHTarget": "ssh",
-    "probe_models": "probe_models",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_face(__name__, _EXPORTS)

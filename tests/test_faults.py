@@ -23,6 +23,7 @@ from device_agents import (
     DeviceError,
     MeasureSettings,
     RunnerOutputError,
+    RunnerResult,
     RunnerTimeout,
     fingerprint_key,
     parse_runner_output,
@@ -103,13 +104,13 @@ class _TimedAgent(Agent):
     def __init__(self, name: str, boot_id: str) -> None:
         self.name, self.boot_id = name, boot_id
 
-    def probe(self) -> dict:
-        return {"fingerprint": {"boot_id": self.boot_id}}
+    def probe(self) -> RunnerResult:
+        return RunnerResult(fingerprint={"boot_id": self.boot_id})
 
-    def run_models(self, models: list[Path], args: list[str], timeout: float) -> dict:
+    def run_models(self, models: list[Path], args: list[str], timeout: float) -> RunnerResult:
         started = time.time()
         time.sleep(0.3)
-        return {"started_at": started, "ended_at": time.time()}
+        return RunnerResult(started_at=started, ended_at=time.time())
 
 
 def test_pool_overlaps_agents_only_on_different_machines():

@@ -205,16 +205,19 @@ def test_a_device_slower_than_its_calibration_is_waited_for_then_flagged_slowed(
 
 
 def test_the_same_model_as_two_forms_is_a_tie(agent, tmp_path):
+    """Two sessions of one model can differ by a few per cent from where their buffers land (4.7 % once
+    on this VM, with the sessions interleaved): the margin here is wider than the 3 % default, and the
+    2x test below shows that a real gap is never taken for a tie."""
     model = mlp_model(tmp_path / "a.onnx", width=256, depth=1)
     twin = tmp_path / "b.onnx"
     shutil.copy(model, twin)
-    measured = measure_forms(MeasurementCache(), agent, {"fft": model, "dense": twin}, PAIRED, tie_margin=0.03,
+    measured = measure_forms(MeasurementCache(), agent, {"fft": model, "dense": twin}, PAIRED, tie_margin=0.1,
                              sizes={"fft": 100, "dense": 50})
     paired = measured.paired
     assert sorted(paired.tied) == ["dense", "fft"], paired
     assert measured.winner == "dense", "on a tie the smaller file wins"
     ratio = paired.ratios[0]
-    assert ratio.ci_low <= 1.03 and ratio.ci_high >= 0.97, ratio
+    assert ratio.ci_low <= 1.1 and ratio.ci_high >= 0.9, ratio
 
 
 def test_a_known_2x_gap_is_chosen_right_every_time(agent, tmp_path):

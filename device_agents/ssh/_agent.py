@@ -159,12 +159,11 @@ class SSHAgent(Agent):
         """Remove the cached models, partial uploads and runners from the work dir: (files, bytes)."""
         return self._models.clean()
 
-    def _noted(self, result: dict[str, Any], **host_figures: Any) -> RunnerResult:
+    def _noted(self, result: RunnerResult, **host_figures: Any) -> RunnerResult:
         """The one place this module reads a runner result or adds to it: the device's fingerprint is
         kept (``Agent.fingerprint``), and what only the host knows is added."""
-        self._fingerprint = result.get("fingerprint", self._fingerprint)
-        result.update(host_figures)
-        return result
+        self._fingerprint = result.fingerprint or self._fingerprint
+        return result.model_copy(update=host_figures)
 
     # --- the serving runner ---------------------------------------------------------------------
 

@@ -247,7 +247,8 @@ def check(name: str, model: Path | None, repeat: int, calibrate: bool) -> None:
     Each measurement is shown as timed and at the device's calibrated speed (the paired ratio to
     the runner's reference workload times the calibration, which is what studies record).
     """
-    from device_agents import probe_models, registry
+    from device_agents import registry
+    from device_agents.probe_models import probe_models
     from nas.study import calibrated, form_measurement, model_facts
 
     dft_model, calibration_model = probe_models()
