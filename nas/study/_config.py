@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nas.errors import UserError
 from nas.space import Constraints, Measure, ObjectiveLabel, SearchSpace
+from nas.study._samplers import DEFAULT_SAMPLER
 
 CONFIG_SCHEMA = 1
 CONFIG_ATTR = "nas.config"
@@ -34,7 +35,7 @@ class StudyConfig(BaseModel):
     objectives: list[ObjectiveLabel] = []  # in the order of the trial values
     constraints: Constraints = Constraints()
     n_trials: int = 0  # complete trials to reach
-    sampler: str = "gp"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     artifacts: str | None = None  # a folder or s3://bucket/prefix (nas.storage.StudyArtifacts)
     artifacts_dir: str | None = None  # studies made before the artifact store: their local folder
