@@ -17,7 +17,7 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]
 
 
 def brute_force(points, directions):
-    """Indices not dominated by any other point, written independently of nas.pareto."""
+    """Indices not dominated by any other point, written independently of nas.results."""
     sign = [1 if d == "minimize" else -1 for d in directions]
     keep = []
     for i, p in enumerate(points):

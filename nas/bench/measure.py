@@ -4,7 +4,7 @@ Three tables, each with a target:
 
 * run to run: five architectures of the demo space, each measured ``--repeats`` times in fresh
   runner processes as a study measures them; the spread (max - min) / median of the latencies the
-  study records, at the device's calibrated speed (``nas.reference``), next to the spread of the
+  study records, at the device's calibrated speed (``nas.study._reference``), next to the spread of the
   medians as timed and of the runner's reference workload timed alongside (what the device's own
   speed did meanwhile). The target (<= 10 %, meant for an idle device) is on measurements made at
   the device's calibrated speed: one the runner marked ``slowed`` (the device stayed slower for the

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cache_hits(agent, model: Path, settings) -> tuple[list[float], str]:  # noqa: ANN001
-    """Time lookups of an already-measured key in the study engine's cache (``nas.measure``)."""
+    """Time lookups of an already-measured key in the study engine's cache (``nas.study.MeasurementCache``)."""
     try:
         from nas.study import MeasurementCache
     except ImportError:
@@ -145,7 +145,7 @@ def _cache_hits(agent, model: Path, settings) -> tuple[list[float], str]:  # noq
             result = cache.measure(agent, model, settings)
             hits.append(time.perf_counter() - started)
             assert result.cached
-        return hits, "nas.measure.MeasurementCache.measure"
+        return hits, "nas.study.MeasurementCache.measure"
     store = {("key", model.name): agent.measure(model, settings)}
     for _ in range(50):
         started = time.perf_counter()

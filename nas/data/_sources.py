@@ -3,7 +3,7 @@
 Sources (the ``dataset`` field of a search space):
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data, no download);
-* ``kws``: spoken keywords synthesised with eSpeak NG, 1280 log-mel inputs, split by voice (``nas.kws``);
+* ``kws``: spoken keywords synthesised with eSpeak NG, 1280 log-mel inputs, split by voice (``nas.data.kws``);
 * ``npz:PATH``: arrays ``X_train, y_train, X_val, y_val`` (``X_test, y_test`` optional);
 * ``mnist:DIR``: MNIST IDX files (``train-images-idx3-ubyte`` etc., optionally ``.gz``) in a local folder;
 * ``python:module:function``: a function returning a dict or tuple of those arrays.

@@ -5,7 +5,7 @@ definition and tests can check it against a brute-force filter and Optuna's ``be
 
 A trial is *feasible* when it completed, every constraint Optuna knows for it is <= 0
 (``trial.set_constraint``) and it carries no ``infeasible`` lines in its user attributes (see
-``nas.records``). Trial ``a`` *dominates* ``b`` when it is at least as good on every objective and
+``nas.study.TrialData``). Trial ``a`` *dominates* ``b`` when it is at least as good on every objective and
 strictly better on one; equal points do not dominate each other, so ties all stay in the set.
 """
 

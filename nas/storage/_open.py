@@ -38,7 +38,7 @@ def default_storage(name: str) -> str:
 
 @contextlib.contextmanager
 def creating_storage(name: str, storage: str | None) -> Iterator[optuna.storages.RDBStorage]:
-    """The storage, its schema created if it has none, under its creation lock (``nas.storage_lock``)
+    """The storage, its schema created if it has none, under its creation lock (``nas.storage._lock``)
     until the block ends: what creates a study does it in the block, so that two processes never
     create one schema or one study at once. A new SQLite database whose block fails is removed
     again, with the folders made for it, and nothing of another creator's."""

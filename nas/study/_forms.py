@@ -88,7 +88,7 @@ def form_measurement(result: RunnerResult, reference_ms: float | None = None,
                      weight_bytes: int | None = None) -> FormMeasurement:
     """The figures of one runner result (per call, MiB).
 
-    With the agent's calibrated ``reference_ms`` (``nas.reference``) the latency is the paired ratio
+    With the agent's calibrated ``reference_ms`` (``nas.study._reference``) the latency is the paired ratio
     model / reference times it: the model's latency at the device's undisturbed speed. Without it,
     or from a runner without the reference, it is the median as timed.
 

@@ -44,7 +44,7 @@ class FormMeasurement(_Model):
 
     available: bool = True
     reason: str | None = None  # why the form is unavailable on this agent
-    median_ms: float | None = None  # per call, at the device's calibrated speed (nas.reference) when known
+    median_ms: float | None = None  # per call, at the device's calibrated speed (nas.study._reference) when known
     p90_ms: float | None = None
     ci_low_ms: float | None = None  # 95 % interval of the median
     ci_high_ms: float | None = None
@@ -110,7 +110,7 @@ class TrialData(_Model):
     test_accuracy: float | None = None  # on the dataset's test part, when it has one (reported, never selected by)
     train_seconds: float | None = None
     epochs: int | None = None
-    artifacts: dict[str, Any] | None = None  # {"weights": id, "onnx": {form: id}}: Optuna artifact ids (nas.artifacts)
+    artifacts: dict[str, Any] | None = None  # {"weights": id, "onnx": {form: id}}: Optuna artifact ids (nas.storage)
     fail_reason: str | None = None
     retryable: bool = False  # failed for a passing reason (device unreachable, runner killed on its timeout,
     # an interrupted run): ``resume`` queues it again

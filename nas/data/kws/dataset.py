@@ -5,7 +5,7 @@ words and a *silence* class of noise alone. Every voice (an English accent times
 variant) says every class ``per_voice`` times with its own speaking rate, pitch and pitch range;
 each clip is one second at 16 kHz with the word at a random offset (time shift), a random level,
 and white, pink or brown noise at one of several SNRs. Features: 40 log-mel bands, 25 ms / 10 ms,
-averaged over 30 ms and stacked, 32 x 40 = 1280 inputs (``nas.kws.features``).
+averaged over 30 ms and stacked, 32 x 40 = 1280 inputs (``nas.data.kws.features``).
 
 The split is by voice: test voices (and validation voices) are never heard in training.
 Generation is deterministic: eSpeak NG's waveform depends on what the process synthesised
